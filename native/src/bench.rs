@@ -1,0 +1,198 @@
+//! `minimax bench`: prefill tokens/s at several prompt lengths and decode tokens/s, with the
+//! bandwidth decode achieves (bytes of active weights per token ÷ step time).
+
+use std::time::Instant;
+
+use clap::ValueEnum;
+use minimax_runtime::config::{LayerKind, ModelConfig};
+use minimax_runtime::device::{self, BackendChoice};
+use minimax_runtime::generate::read_logits;
+use minimax_runtime::model::Logits;
+use minimax_runtime::weights::WeightSource;
+use minimax_runtime::{Engine, MatrixDType, RuntimeOptions};
+
+use crate::common::{Result, bytes};
+
+/// Built-in synthetic models with random weights, generated on the device.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Synthetic {
+    /// MiniMax-Text-01 per-layer dimensions: hidden 6144, 64 heads x 128, 8 KV heads,
+    /// 32 experts top-2, FFN 9216, vocabulary 200064.
+    Text01,
+    /// A small model of the same shape family, for quick runs.
+    Small,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Hugging Face model directory to benchmark.
+    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    pub model: Option<std::path::PathBuf>,
+    /// Benchmark a synthetic random-weight model instead.
+    #[arg(long, value_enum)]
+    pub synthetic: Option<Synthetic>,
+    /// Layers of the synthetic model (every 8th softmax, and the last one if fewer than 8).
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Backend: auto, gpu or cpu.
+    #[arg(long, default_value = "auto")]
+    pub backend: BackendChoice,
+    /// Storage type of the large matrices: f32, f16 or auto.
+    #[arg(long, default_value = "auto")]
+    pub dtype: MatrixDType,
+    /// Prompt lengths to time prefill at.
+    #[arg(long, default_value = "128,512,2048", value_delimiter = ',')]
+    pub prompt_lengths: Vec<usize>,
+    /// Decode steps to time (after a prefill of `--context` tokens).
+    #[arg(long, default_value_t = 32)]
+    pub decode_tokens: usize,
+    /// Context length before the timed decode steps.
+    #[arg(long, default_value_t = 512)]
+    pub context: usize,
+    /// Timed repetitions of each prefill (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn synthetic_config(kind: Synthetic, layers: usize) -> String {
+    let (vocab, hidden, heads, kv, dim, experts, ffn) = match kind {
+        Synthetic::Text01 => (200064, 6144, 64, 8, 128, 32, 9216),
+        Synthetic::Small => (32000, 512, 8, 2, 64, 8, 1024),
+    };
+    let types: Vec<&str> = (0..layers)
+        .map(|i| if i % 8 == 7 || (layers < 8 && i + 1 == layers) { "full_attention" } else { "linear_attention" })
+        .collect();
+    serde_json::json!({
+        "model_type": "minimax", "vocab_size": vocab, "hidden_size": hidden,
+        "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "head_dim": dim, "num_local_experts": experts,
+        "num_experts_per_tok": 2, "layer_types": types, "block_size": 256,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.5},
+        "max_position_embeddings": 1 << 20, "rms_norm_eps": 1e-5,
+        "linear_attn_alpha_factor": 3.5565588, "full_attn_alpha_factor": 3.5565588, "mlp_alpha_factor": 3.5565588
+    })
+    .to_string()
+}
+
+/// Bytes of weights one decoded token reads: every non-expert matrix, top-k experts per layer,
+/// the router (f32), one embedding row and the lm_head.
+fn active_bytes(c: &ModelConfig, matrix_bytes: u64) -> u64 {
+    let (h, d) = (c.hidden_size as u64, c.head_dim as u64);
+    let hd = c.num_heads as u64 * d;
+    let kvd = c.num_kv_heads as u64 * d;
+    let f = c.moe.intermediate_size as u64;
+    let mut matrices = h + c.vocab_size as u64 * h;
+    let mut f32s = 0;
+    for layer in &c.layers {
+        matrices += match layer.kind {
+            LayerKind::Lightning => 3 * h * hd + 2 * h * hd,
+            LayerKind::Softmax => 2 * h * hd + 2 * h * kvd,
+        };
+        matrices += c.moe.top_k as u64 * 3 * h * f;
+        f32s += c.moe.num_experts as u64 * h;
+    }
+    matrices * matrix_bytes + f32s * 4
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Deterministic pseudo-random prompt ids.
+fn prompt(len: usize, vocab: usize, salt: usize) -> Vec<u32> {
+    (0..len).map(|i| ((i * 7919 + salt * 104729 + 17) % (vocab - 3) + 3) as u32).collect()
+}
+
+pub fn main(args: Args) -> Result<()> {
+    let options = RuntimeOptions {
+        backend: args.backend,
+        matrix_dtype: args.dtype,
+    };
+    let load_start = Instant::now();
+    let (engine, name) = match (&args.model, args.synthetic) {
+        (Some(dir), _) => (Engine::load_dir(dir, &options)?, dir.display().to_string()),
+        (None, Some(kind)) => {
+            let config = synthetic_config(kind, args.layers);
+            let selected = device::select(args.backend)?;
+            let engine = Engine::from_parts(&config, &WeightSource::Random { std: 0.02 }, None, selected, &options)?;
+            (engine, format!("synthetic {kind:?} ({} layers)", args.layers))
+        }
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    if let Some(notice) = &engine.selected.notice {
+        eprintln!("note: {notice}");
+    }
+    let model = &engine.model;
+    let config = &model.config;
+    let vocab = config.vocab_size;
+    let matrix_bytes = model.matrix_dtype().size() as u64;
+    // Make sure the weights are on the device before timing anything.
+    let mut warm = model.new_state();
+    pollster::block_on(async { read_logits(model.forward(&prompt(8, vocab, 0), &mut warm, Logits::Last).await?).await })?;
+    let load_secs = load_start.elapsed().as_secs_f64();
+
+    let mut prefill_rows = Vec::new();
+    for &len in &args.prompt_lengths {
+        let mut times = Vec::new();
+        for r in 0..args.repeats.max(1) {
+            let tokens = prompt(len, vocab, r + 1);
+            let mut state = model.new_state();
+            let start = Instant::now();
+            pollster::block_on(async { read_logits(model.forward(&tokens, &mut state, Logits::Last).await?).await })?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        let t = median(times);
+        prefill_rows.push((len, t, len as f64 / t));
+    }
+
+    let mut state = model.new_state();
+    let context = prompt(args.context.max(1), vocab, 99);
+    pollster::block_on(async { read_logits(model.forward(&context, &mut state, Logits::Last).await?).await })?;
+    let mut steps = Vec::new();
+    let mut next = 5u32;
+    for i in 0..args.decode_tokens.max(1) + 2 {
+        let start = Instant::now();
+        let logits = pollster::block_on(async { read_logits(model.forward(&[next], &mut state, Logits::Last).await?).await })?;
+        if i >= 2 {
+            steps.push(start.elapsed().as_secs_f64());
+        }
+        next = minimax_runtime::sampling::argmax(&logits);
+    }
+    let step = median(steps);
+    let active = active_bytes(config, matrix_bytes);
+    let gbps = active as f64 / step / 1e9;
+
+    if args.json {
+        let out = serde_json::json!({
+            "model": name, "device": engine.selected.describe(),
+            "matrix_dtype": format!("{:?}", model.matrix_dtype()), "load_seconds": load_secs,
+            "prefill": prefill_rows.iter().map(|(len, t, tps)| serde_json::json!({"tokens": len, "seconds": t, "tokens_per_second": tps})).collect::<Vec<_>>(),
+            "decode": {"context": args.context, "steps": args.decode_tokens, "seconds_per_token": step, "tokens_per_second": 1.0 / step,
+                       "active_weight_bytes_per_token": active, "achieved_gb_per_s": gbps},
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("model    {name}");
+        println!("device   {}", engine.selected.describe());
+        println!("weights  {:?} matrices, load + warm-up {:.1} s", model.matrix_dtype(), load_secs);
+        println!();
+        println!("| phase   | tokens | time (s) | tokens/s |");
+        println!("|---------|-------:|---------:|---------:|");
+        for (len, t, tps) in &prefill_rows {
+            println!("| prefill | {len:>6} | {t:>8.3} | {tps:>8.1} |");
+        }
+        println!("| decode  | {:>6} | {:>8.4} | {:>8.2} |", 1, step, 1.0 / step);
+        println!();
+        println!(
+            "decode reads {} of active weights per token: {gbps:.1} GB/s achieved (context {}, median of {} steps)",
+            bytes(active),
+            args.context,
+            args.decode_tokens
+        );
+    }
+    Ok(())
+}

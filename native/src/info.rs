@@ -1,0 +1,70 @@
+//! `minimax info`: layout, sizes and the adapter, without loading the weights.
+
+use minimax_runtime::config::{LayerKind, ModelConfig};
+use minimax_runtime::device;
+use minimax_runtime::weights::WeightSource;
+
+use crate::common::{ModelArgs, Result, bytes};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn main(args: Args) -> Result<()> {
+    let dir = &args.model.model;
+    let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
+    let config = ModelConfig::from_json(&text)?;
+    let source = WeightSource::open_dir(dir)?;
+    let stored = stored_bytes(&source);
+
+    let layout: String = config
+        .layers
+        .iter()
+        .map(|l| if l.kind == LayerKind::Lightning { 'L' } else { 'S' })
+        .collect();
+    let lightning = config.layers.iter().filter(|l| l.kind == LayerKind::Lightning).count();
+    let (total, active) = config.parameter_counts();
+    println!("model type        {}", config.model_type);
+    println!("layers            {} ({lightning} lightning, {} softmax): {layout}", config.num_layers(), config.num_layers() - lightning);
+    println!("hidden            {}, {} heads x {} (KV heads {}), RoPE on {} dims, theta {}", config.hidden_size, config.num_heads, config.head_dim, config.num_kv_heads, config.rotary_dim, config.rope_theta);
+    println!("residuals         {:?}-norm", config.norm);
+    println!("experts           {} per layer, top-{}, FFN {}", config.moe.num_experts, config.moe.top_k, config.moe.intermediate_size);
+    println!("vocabulary        {}", config.vocab_size);
+    println!("parameters        {:.3} B total, {:.3} B active per token", total as f64 / 1e9, active as f64 / 1e9);
+    println!("stored weights    {}", bytes(stored));
+    println!("device memory     {} (f32 matrices), {} (f16 matrices)", bytes(total * 4), bytes(total * 2));
+    let state = lightning as u64 * (config.num_heads * config.head_dim * config.head_dim * 4) as u64;
+    let kv_per_token = (config.num_layers() - lightning) as u64 * (2 * config.num_kv_heads * config.head_dim * 4) as u64;
+    println!("sequence state    {} lightning state + {} KV cache per token", bytes(state), bytes(kv_per_token));
+
+    let selected = device::select(args.model.backend)?;
+    if let Some(notice) = &selected.notice {
+        println!("note              {notice}");
+    }
+    println!("device            {}", selected.describe());
+    if let Some(a) = &selected.adapter {
+        println!("  driver          {}", a.driver);
+        println!("  max buffer      {}", bytes(a.max_buffer_size));
+        println!("  max binding     {}", bytes(a.max_storage_buffer_binding_size));
+        println!("  workgroup mem   {}", bytes(a.max_compute_workgroup_storage_size as u64));
+        println!("  invocations     {} per workgroup", a.max_compute_invocations_per_workgroup);
+        println!("  storage buffers {} per stage", a.max_storage_buffers_per_shader_stage);
+        println!("  shader-f16      {}", a.shader_f16);
+        println!("  subgroups       {}", a.subgroups);
+    }
+    Ok(())
+}
+
+fn stored_bytes(source: &WeightSource) -> u64 {
+    match source {
+        WeightSource::Files(set) => set
+            .names()
+            .filter_map(|n| set.get(n).ok().flatten())
+            .map(|t| t.bytes.len() as u64)
+            .sum(),
+        WeightSource::Random { .. } => 0,
+    }
+}
+

@@ -1,0 +1,48 @@
+//! `minimax`: run MiniMax-01-style models on any GPU through wgpu, or on the CPU.
+
+mod bench;
+mod common;
+mod info;
+mod logits;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "minimax", version, about = "MiniMax-01 (lightning attention + MoE) inference on WebGPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text (streamed) from a prompt or token ids.
+    Run(run::Args),
+    /// Write the logits of every position of a token sequence to a .npy file.
+    Logits(logits::Args),
+    /// Show the model layout, parameter counts, memory needs and the chosen adapter.
+    Info(info::Args),
+    /// Measure prefill and decode speed.
+    Bench(bench::Args),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Logits(args) => logits::main(args),
+        Command::Info(args) => info::main(args),
+        Command::Bench(args) => bench::main(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

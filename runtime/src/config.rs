@@ -1,0 +1,568 @@
+//! Model configuration: a raw serde mirror of `config.json`, validated into one checked
+//! [`ModelConfig`].
+//!
+//! Two MiniMax dialects are accepted:
+//! - Hugging Face transformers (`model_type: "minimax"`): `layer_types`, `*_alpha_factor` /
+//!   `*_beta_factor`, `rope_parameters` (or `rope_theta`), always post-norm.
+//! - The original remote code (`MiniMaxText01ForCausalLM`, `MiniMaxM1ForCausalLM`):
+//!   `attn_type_list` (0 lightning, 1 softmax), `layernorm_*_alpha/beta`, `rotary_dim`,
+//!   `postnorm`.
+//!
+//! Layer kinds always come from the config's list, never from a `i % 8 == 7` rule.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::ConfigError;
+
+/// What the token mixer of a layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Lightning (linear) attention with a per-head decay.
+    Lightning,
+    /// Softmax attention with a KV cache.
+    Softmax,
+}
+
+/// Where the residual branch starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormPlacement {
+    /// `x' = alpha * norm(x) + beta * f(norm(x))` (MiniMax).
+    Post,
+    /// `x' = alpha * x + beta * f(norm(x))` (Llama, Mixtral; alpha = beta = 1).
+    Pre,
+}
+
+/// Which formula gives the per-head lightning decay rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlopeSchedule {
+    /// transformers: `2^(-8(h+1)/H) * (1 - l/(L-1+1e-5) + 1e-5)`.
+    HuggingFace,
+    /// Original MiniMax code: ALiBi slopes (interpolated for non-powers of two)
+    /// times `(1 - l/(L-1) + 1e-5)`.
+    Original,
+}
+
+/// One decoder layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerConfig {
+    pub kind: LayerKind,
+    /// Residual weights around the attention: `alpha * residual + beta * attn`.
+    pub attn_alpha: f32,
+    pub attn_beta: f32,
+    /// Residual weights around the FFN.
+    pub mlp_alpha: f32,
+    pub mlp_beta: f32,
+}
+
+/// The feed-forward block of every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeConfig {
+    pub num_experts: usize,
+    pub top_k: usize,
+    pub intermediate_size: usize,
+}
+
+/// A validated model configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// `model_type` as written in config.json.
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Leading dims of each softmax head that RoPE rotates (NeoX rotate-half pairing).
+    pub rotary_dim: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f32,
+    /// Block size of the original blocked lightning prefill (informational: the math does not
+    /// depend on it; our kernels take their own).
+    pub block_size: usize,
+    pub max_position_embeddings: usize,
+    pub norm: NormPlacement,
+    pub slopes: SlopeSchedule,
+    pub moe: MoeConfig,
+    pub layers: Vec<LayerConfig>,
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Epsilon of the RMSNorm over all heads of a lightning layer (fixed in MiniMax).
+pub const LIGHTNING_NORM_EPS: f32 = 1e-6;
+
+impl ModelConfig {
+    /// Parses and validates a `config.json` text.
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_json::from_str(text)?;
+        raw.validate()
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Per-head decay rates `s_h` of lightning layer `layer` (global index): the state decays by
+    /// `exp(-s_h)` per token.
+    pub fn lightning_rates(&self, layer: usize) -> Vec<f32> {
+        let h = self.num_heads;
+        let l = layer as f64;
+        let n = self.num_layers() as f64;
+        match self.slopes {
+            SlopeSchedule::HuggingFace => {
+                let base = 1.0 / 2f64.powf(8.0 / h as f64);
+                let factor = 1.0 - l / (n - 1.0 + 1e-5) + 1e-5;
+                (0..h)
+                    .map(|i| (base.powi(i as i32 + 1) as f32) * factor as f32)
+                    .collect()
+            }
+            SlopeSchedule::Original => {
+                let factor = if n > 1.0 { 1.0 - l / (n - 1.0) + 1e-5 } else { 1.0 + 1e-5 };
+                alibi_slopes(h)
+                    .into_iter()
+                    .map(|s| (s as f32) * factor as f32)
+                    .collect()
+            }
+        }
+    }
+
+    /// Number of parameters, split into (total, active per token).
+    pub fn parameter_counts(&self) -> (u64, u64) {
+        let c = self.hidden_size as u64;
+        let hd = (self.num_heads * self.head_dim) as u64;
+        let kvd = (self.num_kv_heads * self.head_dim) as u64;
+        let f = self.moe.intermediate_size as u64;
+        let e = self.moe.num_experts as u64;
+        let k = self.moe.top_k as u64;
+        let vocab = self.vocab_size as u64;
+        let mut total = vocab * c + c; // embeddings + final norm
+        if !self.tie_word_embeddings {
+            total += vocab * c;
+        }
+        let mut active = total;
+        for layer in &self.layers {
+            let attn = match layer.kind {
+                LayerKind::Lightning => c * 3 * hd + c * hd + hd * c + hd,
+                LayerKind::Softmax => c * hd + 2 * c * kvd + hd * c,
+            };
+            let router = if e > 1 { e * c } else { 0 };
+            let common = attn + router + 2 * c;
+            total += common + e * 3 * c * f;
+            active += common + k * 3 * c * f;
+        }
+        (total, active)
+    }
+}
+
+/// ALiBi slopes as in the original MiniMax code (and the ALiBi paper): geometric for a power
+/// of two, otherwise the closest power of two plus every other slope of the next one.
+fn alibi_slopes(n: usize) -> Vec<f64> {
+    fn power_of_2(n: usize) -> Vec<f64> {
+        let start = 2f64.powf(-(2f64.powf(-((n as f64).log2() - 3.0))));
+        (0..n).map(|i| start * start.powi(i as i32)).collect()
+    }
+    if n.is_power_of_two() {
+        return power_of_2(n);
+    }
+    let closest = 1usize << (usize::BITS - 1 - n.leading_zeros());
+    let mut slopes = power_of_2(closest);
+    slopes.extend(
+        alibi_slopes(2 * closest)
+            .into_iter()
+            .step_by(2)
+            .take(n - closest),
+    );
+    slopes
+}
+
+/// The fields of `config.json` we read, all optional so that every dialect parses.
+#[derive(Debug, Deserialize, Default)]
+struct RawConfig {
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    hidden_act: Option<String>,
+    max_position_embeddings: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+    num_local_experts: Option<usize>,
+    num_experts_per_tok: Option<usize>,
+    rope_theta: Option<f64>,
+    rope_parameters: Option<Value>,
+    rope_scaling: Option<Value>,
+    partial_rotary_factor: Option<f64>,
+    rotary_dim: Option<usize>,
+    sliding_window: Option<Value>,
+    shared_intermediate_size: Option<Value>,
+    block_size: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    attn_type_list: Option<Vec<u8>>,
+    postnorm: Option<bool>,
+    full_attn_alpha_factor: Option<f64>,
+    full_attn_beta_factor: Option<f64>,
+    linear_attn_alpha_factor: Option<f64>,
+    linear_attn_beta_factor: Option<f64>,
+    mlp_alpha_factor: Option<f64>,
+    mlp_beta_factor: Option<f64>,
+    layernorm_full_attention_alpha: Option<f64>,
+    layernorm_full_attention_beta: Option<f64>,
+    layernorm_linear_attention_alpha: Option<f64>,
+    layernorm_linear_attention_beta: Option<f64>,
+    layernorm_mlp_alpha: Option<f64>,
+    layernorm_mlp_beta: Option<f64>,
+}
+
+/// Which config dialect a file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    HuggingFace,
+    RemoteCode,
+}
+
+fn token_ids(value: &Option<Value>) -> Result<Vec<u32>, ConfigError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(|n| vec![n as u32])
+            .ok_or_else(|| ConfigError::Invalid(format!("bad token id {n}"))),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .map(|n| n as u32)
+                    .ok_or_else(|| ConfigError::Invalid(format!("bad token id {v}")))
+            })
+            .collect(),
+        Some(other) => Err(ConfigError::Invalid(format!("bad token id {other}"))),
+    }
+}
+
+/// A JSON value that is absent, null, zero or false.
+fn is_unset(value: &Option<Value>) -> bool {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        _ => false,
+    }
+}
+
+impl RawConfig {
+    fn dialect(&self) -> Result<Dialect, ConfigError> {
+        let remote = self
+            .architectures
+            .iter()
+            .any(|a| a == "MiniMaxText01ForCausalLM" || a == "MiniMaxM1ForCausalLM")
+            || matches!(
+                self.model_type.as_deref(),
+                Some("minimax_text_01" | "minimax_m1")
+            );
+        if remote {
+            return Ok(Dialect::RemoteCode);
+        }
+        match self.model_type.as_deref() {
+            Some("minimax") => Ok(Dialect::HuggingFace),
+            Some(other) => Err(ConfigError::Unsupported(format!(
+                "model_type `{other}` (supported: minimax, minimax_text_01, minimax_m1)"
+            ))),
+            None => Err(ConfigError::Missing("model_type")),
+        }
+    }
+
+    fn validate(self) -> Result<ModelConfig, ConfigError> {
+        let dialect = self.dialect()?;
+        let hidden_size = self.hidden_size.ok_or(ConfigError::Missing("hidden_size"))?;
+        let vocab_size = self.vocab_size.ok_or(ConfigError::Missing("vocab_size"))?;
+        let num_layers = self
+            .num_hidden_layers
+            .ok_or(ConfigError::Missing("num_hidden_layers"))?;
+        let num_heads = self
+            .num_attention_heads
+            .ok_or(ConfigError::Missing("num_attention_heads"))?;
+        let num_kv_heads = self.num_key_value_heads.unwrap_or(num_heads);
+        if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "num_attention_heads ({num_heads}) must be a positive multiple of num_key_value_heads ({num_kv_heads})"
+            )));
+        }
+        if hidden_size == 0 || vocab_size == 0 || num_layers == 0 {
+            return Err(ConfigError::Invalid(
+                "hidden_size, vocab_size and num_hidden_layers must be positive".into(),
+            ));
+        }
+        let head_dim = self.head_dim.unwrap_or(hidden_size / num_heads);
+        if head_dim == 0 {
+            return Err(ConfigError::Invalid("head_dim must be positive".into()));
+        }
+        if let Some(act) = &self.hidden_act
+            && act != "silu"
+        {
+            return Err(ConfigError::Unsupported(format!("hidden_act `{act}` (only silu)")));
+        }
+        if !is_unset(&self.sliding_window) {
+            return Err(ConfigError::Unsupported("sliding_window attention".into()));
+        }
+        if !is_unset(&self.shared_intermediate_size) {
+            return Err(ConfigError::Unsupported("shared experts (shared_intermediate_size > 0)".into()));
+        }
+
+        let (rope_theta, rotary_dim) = self.rope(dialect, head_dim)?;
+        let kinds = self.layer_kinds(dialect, num_layers)?;
+        let layers = self.residual_factors(dialect, &kinds);
+
+        let num_experts = self
+            .num_local_experts
+            .ok_or(ConfigError::Missing("num_local_experts"))?;
+        let top_k = self.num_experts_per_tok.unwrap_or(2);
+        if num_experts == 0 || top_k == 0 || top_k > num_experts {
+            return Err(ConfigError::Invalid(format!(
+                "num_experts_per_tok ({top_k}) must be in 1..={num_experts}"
+            )));
+        }
+        let intermediate_size = self
+            .intermediate_size
+            .ok_or(ConfigError::Missing("intermediate_size"))?;
+
+        let norm = match (dialect, self.postnorm) {
+            (Dialect::HuggingFace, _) => NormPlacement::Post,
+            (Dialect::RemoteCode, Some(false)) => NormPlacement::Pre,
+            (Dialect::RemoteCode, _) => NormPlacement::Post,
+        };
+
+        Ok(ModelConfig {
+            model_type: self.model_type.clone().unwrap_or_default(),
+            vocab_size,
+            hidden_size,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rotary_dim,
+            rope_theta,
+            rms_norm_eps: self.rms_norm_eps.unwrap_or(1e-5) as f32,
+            block_size: self.block_size.unwrap_or(256),
+            max_position_embeddings: self.max_position_embeddings.unwrap_or(4096 * 32),
+            norm,
+            slopes: match dialect {
+                Dialect::HuggingFace => SlopeSchedule::HuggingFace,
+                Dialect::RemoteCode => SlopeSchedule::Original,
+            },
+            moe: MoeConfig {
+                num_experts,
+                top_k,
+                intermediate_size,
+            },
+            layers,
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
+            bos_token_id: token_ids(&self.bos_token_id)?.first().copied(),
+            eos_token_ids: token_ids(&self.eos_token_id)?,
+        })
+    }
+
+    /// RoPE base and rotated width. HF keeps them in `rope_parameters` (transformers 5) or at the
+    /// top level (4.x); the original code has `rotary_dim`.
+    fn rope(&self, dialect: Dialect, head_dim: usize) -> Result<(f64, usize), ConfigError> {
+        let params = self.rope_parameters.as_ref().filter(|v| !v.is_null());
+        if let Some(p) = params
+            && let Some(kind) = p.get("rope_type").and_then(Value::as_str)
+            && kind != "default"
+        {
+            return Err(ConfigError::Unsupported(format!("rope_type `{kind}`")));
+        }
+        if let Some(s) = self.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str);
+            if kind != Some("default") {
+                return Err(ConfigError::Unsupported(format!("rope_scaling {s}")));
+            }
+        }
+        let theta = params
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(Value::as_f64)
+            .or(self.rope_theta)
+            .unwrap_or(match dialect {
+                Dialect::HuggingFace => 1e6,
+                Dialect::RemoteCode => 1e4,
+            });
+        let factor = params
+            .and_then(|p| p.get("partial_rotary_factor"))
+            .and_then(Value::as_f64)
+            .or(self.partial_rotary_factor);
+        let rotary_dim = match (self.rotary_dim, factor) {
+            (Some(d), _) => d,
+            (None, Some(f)) => (head_dim as f64 * f).round() as usize,
+            (None, None) => head_dim,
+        };
+        if rotary_dim == 0 || rotary_dim > head_dim || rotary_dim % 2 != 0 {
+            return Err(ConfigError::Invalid(format!(
+                "rotary_dim {rotary_dim} must be even and in 2..={head_dim}"
+            )));
+        }
+        Ok((theta, rotary_dim))
+    }
+
+    fn layer_kinds(&self, dialect: Dialect, num_layers: usize) -> Result<Vec<LayerKind>, ConfigError> {
+        let kinds: Vec<LayerKind> = match dialect {
+            Dialect::HuggingFace => {
+                let types = self.layer_types.as_ref().ok_or(ConfigError::Missing("layer_types"))?;
+                types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "linear_attention" => Ok(LayerKind::Lightning),
+                        "full_attention" => Ok(LayerKind::Softmax),
+                        other => Err(ConfigError::Unsupported(format!("layer type `{other}`"))),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            Dialect::RemoteCode => {
+                let types = self
+                    .attn_type_list
+                    .as_ref()
+                    .ok_or(ConfigError::Missing("attn_type_list"))?;
+                types
+                    .iter()
+                    .map(|t| match t {
+                        0 => Ok(LayerKind::Lightning),
+                        1 => Ok(LayerKind::Softmax),
+                        other => Err(ConfigError::Unsupported(format!("attn_type {other}"))),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        if kinds.len() != num_layers {
+            return Err(ConfigError::Invalid(format!(
+                "{} layer types for {num_layers} layers",
+                kinds.len()
+            )));
+        }
+        Ok(kinds)
+    }
+
+    fn residual_factors(&self, dialect: Dialect, kinds: &[LayerKind]) -> Vec<LayerConfig> {
+        let f = |v: Option<f64>| v.unwrap_or(1.0) as f32;
+        let (full, linear, mlp) = match dialect {
+            Dialect::HuggingFace => (
+                (f(self.full_attn_alpha_factor), f(self.full_attn_beta_factor)),
+                (f(self.linear_attn_alpha_factor), f(self.linear_attn_beta_factor)),
+                (f(self.mlp_alpha_factor), f(self.mlp_beta_factor)),
+            ),
+            Dialect::RemoteCode => (
+                (
+                    f(self.layernorm_full_attention_alpha),
+                    f(self.layernorm_full_attention_beta),
+                ),
+                (
+                    f(self.layernorm_linear_attention_alpha),
+                    f(self.layernorm_linear_attention_beta),
+                ),
+                (f(self.layernorm_mlp_alpha), f(self.layernorm_mlp_beta)),
+            ),
+        };
+        kinds
+            .iter()
+            .map(|&kind| {
+                let (attn_alpha, attn_beta) = match kind {
+                    LayerKind::Lightning => linear,
+                    LayerKind::Softmax => full,
+                };
+                LayerConfig {
+                    kind,
+                    attn_alpha,
+                    attn_beta,
+                    mlp_alpha: mlp.0,
+                    mlp_beta: mlp.1,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hf() -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "minimax", "vocab_size": 100, "hidden_size": 32,
+            "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "head_dim": 8, "num_local_experts": 4,
+            "num_experts_per_tok": 2, "layer_types": ["linear_attention", "full_attention"],
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "linear_attn_alpha_factor": 2.0, "mlp_beta_factor": 0.5
+        })
+    }
+
+    #[test]
+    fn hf_dialect() {
+        let c = ModelConfig::from_json(&hf().to_string()).unwrap();
+        assert_eq!(c.layers[0].kind, LayerKind::Lightning);
+        assert_eq!(c.layers[1].kind, LayerKind::Softmax);
+        assert_eq!(c.layers[0].attn_alpha, 2.0);
+        assert_eq!(c.layers[1].attn_alpha, 1.0);
+        assert_eq!(c.layers[1].mlp_beta, 0.5);
+        assert_eq!(c.rope_theta, 10000.0);
+        assert_eq!(c.rotary_dim, 8);
+        assert_eq!(c.norm, NormPlacement::Post);
+    }
+
+    #[test]
+    fn remote_code_dialect() {
+        let j = serde_json::json!({
+            "architectures": ["MiniMaxText01ForCausalLM"], "model_type": "minimax_text_01",
+            "vocab_size": 100, "hidden_size": 32, "intermediate_size": 16,
+            "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
+            "head_dim": 8, "rotary_dim": 4, "num_local_experts": 4, "attn_type_list": [0, 0, 1],
+            "layernorm_full_attention_alpha": 3.5, "postnorm": true, "rope_theta": 1e7,
+            "shared_intermediate_size": 0
+        });
+        let c = ModelConfig::from_json(&j.to_string()).unwrap();
+        assert_eq!(c.rotary_dim, 4);
+        assert_eq!(c.layers[2].kind, LayerKind::Softmax);
+        assert_eq!(c.layers[2].attn_alpha, 3.5);
+        assert_eq!(c.slopes, SlopeSchedule::Original);
+    }
+
+    #[test]
+    fn unsupported_inputs_are_named() {
+        let mut j = hf();
+        j["model_type"] = "gpt2".into();
+        let e = ModelConfig::from_json(&j.to_string()).unwrap_err();
+        assert!(e.to_string().contains("gpt2"), "{e}");
+
+        let mut j = hf();
+        j["layer_types"] = serde_json::json!(["linear_attention"]);
+        assert!(ModelConfig::from_json(&j.to_string()).is_err());
+
+        let mut j = hf();
+        j["hidden_act"] = "gelu".into();
+        assert!(ModelConfig::from_json(&j.to_string()).unwrap_err().to_string().contains("gelu"));
+    }
+
+    #[test]
+    fn slopes_match_both_formulas() {
+        // For a power of two the ALiBi slopes equal transformers' `2^(-8(h+1)/H)`.
+        assert_eq!(alibi_slopes(8).len(), 8);
+        for (h, s) in alibi_slopes(8).iter().enumerate() {
+            assert!((s - 2f64.powf(-8.0 * (h as f64 + 1.0) / 8.0)).abs() < 1e-12);
+        }
+        // Non-power of two: 4 geometric slopes of 4 heads, then every other one of 8.
+        let s6 = alibi_slopes(6);
+        assert!((s6[4] - alibi_slopes(8)[0]).abs() < 1e-12);
+        assert!((s6[5] - alibi_slopes(8)[2]).abs() < 1e-12);
+
+        let c = ModelConfig::from_json(&hf().to_string()).unwrap();
+        let r0 = c.lightning_rates(0);
+        assert!((r0[0] - 2f32.powf(-2.0) * (1.0 + 1e-5)).abs() < 1e-7);
+        let r1 = c.lightning_rates(1);
+        assert!(r1[0] < 1e-4, "the last layer barely decays: {r1:?}");
+    }
+}

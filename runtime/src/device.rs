@@ -1,0 +1,194 @@
+//! Choosing where the model runs: a wgpu adapter (our WGSL kernels) or Burn's Flex CPU backend
+//! (the references).
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+
+use crate::error::RuntimeError;
+
+/// Which backend the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// A hardware GPU when one exists; otherwise the CPU backend, with a notice. A software
+    /// rasteriser (llvmpipe, SwiftShader) is slower than the CPU backend, so auto skips it.
+    #[default]
+    Auto,
+    /// Any wgpu adapter, software ones included.
+    Gpu,
+    /// Burn's Flex CPU backend.
+    Cpu,
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "gpu" | "wgpu" => Ok(Self::Gpu),
+            "cpu" => Ok(Self::Cpu),
+            other => Err(format!("unknown backend `{other}` (auto, gpu, cpu)")),
+        }
+    }
+}
+
+/// What a wgpu adapter is and what it allows.
+#[derive(Debug, Clone)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+}
+
+impl AdapterSummary {
+    fn new(setup: &burn::tensor::wgpu::WgpuSetup) -> Self {
+        use burn::tensor::wgpu::wgpu::Features;
+        let info = setup.adapter.get_info();
+        let limits = setup.device.limits();
+        let features = setup.device.features();
+        Self {
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
+            shader_f16: features.contains(Features::SHADER_F16),
+            subgroups: features.contains(Features::SUBGROUP),
+        }
+    }
+}
+
+/// The device the model runs on, with what we know about it.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub device: Device,
+    /// `None` on the CPU backend.
+    pub adapter: Option<AdapterSummary>,
+    /// A one-line message for the user when auto fell back to the CPU.
+    pub notice: Option<String>,
+}
+
+impl Selected {
+    pub fn cpu(notice: Option<String>) -> Self {
+        Self {
+            device: Device::flex(),
+            adapter: None,
+            notice,
+        }
+    }
+
+    /// Short description: adapter name and API, or "CPU (Flex)".
+    pub fn describe(&self) -> String {
+        match &self.adapter {
+            Some(a) => format!("{} ({}, {})", a.name, a.backend, a.device_type),
+            None => "CPU (Burn Flex)".into(),
+        }
+    }
+}
+
+/// The process-wide wgpu device: Burn registers one runtime per adapter selector, so it is
+/// initialised once and cloned afterwards.
+static WGPU: OnceLock<Result<(Device, AdapterSummary), String>> = OnceLock::new();
+
+#[cfg(not(target_arch = "wasm32"))]
+fn wgpu_device() -> Result<(Device, AdapterSummary), RuntimeError> {
+    WGPU.get_or_init(|| {
+        // Burn's init panics deep inside when no adapter exists; catch that as "no GPU".
+        let init = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
+        match init {
+            Ok(Ok((device, setup))) => Ok((device, AdapterSummary::new(&setup))),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no wgpu adapter".into()),
+        }
+    })
+    .clone()
+    .map_err(RuntimeError::Gpu)
+}
+
+#[cfg(target_arch = "wasm32")]
+async fn wgpu_device_async() -> Result<(Device, AdapterSummary), RuntimeError> {
+    if let Some(done) = WGPU.get() {
+        return done.clone().map_err(RuntimeError::Gpu);
+    }
+    let result = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map(|(device, setup)| (device, AdapterSummary::new(&setup)))
+        .map_err(|e| e.to_string());
+    let _ = WGPU.set(result.clone());
+    result.map_err(RuntimeError::Gpu)
+}
+
+/// Whether the machine has a wgpu adapter that is real hardware (not a CPU rasteriser).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn has_hardware_adapter() -> bool {
+    use burn::tensor::wgpu::wgpu;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
+}
+
+/// Selects the device for `choice` (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
+    let gpu = || {
+        wgpu_device().map(|(device, adapter)| Selected {
+            device,
+            adapter: Some(adapter),
+            notice: None,
+        })
+    };
+    match choice {
+        BackendChoice::Cpu => Ok(Selected::cpu(None)),
+        BackendChoice::Gpu => gpu(),
+        BackendChoice::Auto => {
+            if has_hardware_adapter()
+                && let Ok(selected) = gpu()
+            {
+                return Ok(selected);
+            }
+            Ok(Selected::cpu(Some(
+                "no GPU adapter found; running on the CPU backend (use --backend gpu to force a software adapter)".into(),
+            )))
+        }
+    }
+}
+
+/// Selects the device for `choice` (browser: WebGPU only offers what the page allows).
+#[cfg(target_arch = "wasm32")]
+pub async fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
+    match choice {
+        BackendChoice::Cpu => Ok(Selected::cpu(None)),
+        BackendChoice::Gpu | BackendChoice::Auto => match wgpu_device_async().await {
+            Ok((device, adapter)) => Ok(Selected {
+                device,
+                adapter: Some(adapter),
+                notice: None,
+            }),
+            Err(e) if choice == BackendChoice::Auto => Ok(Selected::cpu(Some(format!(
+                "WebGPU unavailable ({e}); running on the CPU backend"
+            )))),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// The wgpu device for tests, or `None` when the machine has no adapter at all.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn test_gpu() -> Option<Device> {
+    wgpu_device().ok().map(|(d, _)| d)
+}

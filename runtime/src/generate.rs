@@ -1,0 +1,129 @@
+//! Prefill and token-by-token generation with streaming: each new token is handed to a
+//! callback as soon as it is sampled, and the callback may stop generation.
+
+use burn::tensor::Tensor;
+
+use crate::error::{Error, RuntimeError};
+use crate::model::{Logits, Model, State};
+use crate::sampling::{Sampler, SamplingParams};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    /// Stop at an end-of-sequence token (which is not returned).
+    pub stop_on_eos: bool,
+    /// Feed the prompt this many tokens at a time (`None`: all at once).
+    pub prefill_chunk: Option<usize>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingParams::default(),
+            max_tokens: 128,
+            stop_on_eos: true,
+            prefill_chunk: None,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    MaxTokens,
+    Eos,
+    /// The token callback asked to stop.
+    Cancelled,
+}
+
+/// The result of [`generate`].
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+}
+
+/// Reads a `[rows, vocab]` logits tensor back to the host.
+pub async fn read_logits(logits: Tensor<2>) -> Result<Vec<f32>, Error> {
+    let data = logits
+        .into_data_async()
+        .await
+        .map_err(|e| RuntimeError::Readback(e.to_string()))?;
+    Ok(data
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?)
+}
+
+/// Feeds `tokens` through `state`, `chunk` tokens at a time. With [`Logits::All`] the logits
+/// of every token are concatenated; with [`Logits::Last`] only the last token's are returned.
+pub async fn prefill(
+    model: &Model,
+    state: &mut State,
+    tokens: &[u32],
+    chunk: Option<usize>,
+    mode: Logits,
+) -> Result<Tensor<2>, Error> {
+    if tokens.is_empty() {
+        return Err(RuntimeError::EmptyInput.into());
+    }
+    let chunk = chunk.unwrap_or(tokens.len()).max(1);
+    let mut outputs = Vec::new();
+    let pieces: Vec<&[u32]> = tokens.chunks(chunk).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let last = i + 1 == pieces.len();
+        let want = if mode == Logits::All || last { mode } else { Logits::Last };
+        let logits = model.forward(piece, state, want).await?;
+        if mode == Logits::All || last {
+            outputs.push(logits);
+        }
+    }
+    Ok(Tensor::cat(outputs, 0))
+}
+
+/// Generates up to `max_tokens` tokens after `prompt`, calling `on_token(id)` for each one as
+/// soon as it is chosen; `on_token` returns `false` to stop.
+pub async fn generate(
+    model: &Model,
+    state: &mut State,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generated, Error> {
+    let mut sampler = Sampler::new(options.sampling.clone());
+    let mut history = prompt.to_vec();
+    let mut tokens = Vec::new();
+    if options.max_tokens == 0 {
+        return Ok(Generated {
+            tokens,
+            stop: StopReason::MaxTokens,
+        });
+    }
+    let mut logits = read_logits(prefill(model, state, prompt, options.prefill_chunk, Logits::Last).await?).await?;
+    loop {
+        let id = sampler.sample(&logits, &history);
+        if options.stop_on_eos && model.config.eos_token_ids.contains(&id) {
+            return Ok(Generated {
+                tokens,
+                stop: StopReason::Eos,
+            });
+        }
+        tokens.push(id);
+        history.push(id);
+        if !on_token(id) {
+            return Ok(Generated {
+                tokens,
+                stop: StopReason::Cancelled,
+            });
+        }
+        if tokens.len() >= options.max_tokens {
+            return Ok(Generated {
+                tokens,
+                stop: StopReason::MaxTokens,
+            });
+        }
+        logits = read_logits(model.forward(&[id], state, Logits::Last).await?).await?;
+    }
+}

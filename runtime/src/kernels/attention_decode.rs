@@ -1,0 +1,128 @@
+//! `attention_decode`: one query per head over the whole KV cache, split-K. Each split
+//! computes a partial softmax over `CHUNK` keys; a second phase merges them. Its reference
+//! is the one-query case of [`attention_prefill::reference`](super::attention_prefill::reference).
+
+use burn::backend::Dispatch;
+use burn::backend::wgpu::CubeTensor;
+use burn::tensor::{DType, Tensor};
+
+use super::attention_prefill::check;
+use super::launch::{Wgsl, bind, empty, dispatch, params};
+use super::{Kernels, float, uses_wgsl};
+use crate::error::KernelError;
+
+/// Mirrors `Params` in `shaders/attention_decode.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub len: u32,
+    pub q_heads: u32,
+    pub kv_heads: u32,
+    pub splits: u32,
+    pub scale: f32,
+    pub _pad: [u32; 3],
+}
+
+/// Keys per split.
+const CHUNK: usize = 256;
+const WORKGROUP: usize = 128;
+
+/// Attention of one new query over all `len` cached positions (its own included).
+///
+/// # Shapes
+/// - `q`: `[1, Hq, D]`; `k`, `v`: `[len, Hkv, D]`;
+/// - returns `[1, Hq * D]`.
+pub fn attention_decode(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Result<Tensor<2>, KernelError> {
+    let (t, _, _, _, l) = check("attention_decode", &q, &k, &v)?;
+    if t != 1 {
+        return Err(KernelError::Shape {
+            kernel: "attention_decode",
+            reason: format!("decode takes one query, got {t}"),
+        });
+    }
+    if !uses_wgsl(&q.device()) {
+        return Ok(reference(q, k, v));
+    }
+    Ok(float(Dispatch::attention_decode(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        l as u32,
+    )))
+}
+
+/// The reference: causal attention of the last position.
+pub fn reference(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<2> {
+    let past = k.dims()[0] - 1;
+    super::attention_prefill::reference(q, k, v, past)
+}
+
+pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, len: u32) -> CubeTensor {
+    let (hq, d) = (q.meta.shape()[1], q.meta.shape()[2]);
+    let hkv = k.meta.shape()[1];
+    let splits = (len as usize).div_ceil(CHUNK);
+    let (q, qb) = bind(q);
+    let (_k, kb) = bind(k);
+    let (_v, vb) = bind(v);
+    let partials = empty(&q, [hq, splits, d + 2], DType::F32);
+    let out = empty(&q, [1, hq * d], DType::F32);
+    let p = Params {
+        len,
+        q_heads: hq as u32,
+        kv_heads: hkv as u32,
+        splits: splits as u32,
+        scale: 1.0 / (d as f32).sqrt(),
+        _pad: [0; 3],
+    };
+    let params = params(&q, &p);
+    for (phase, count) in [
+        (1, cubecl::CubeCount::Static(hq as u32, splits as u32, 1)),
+        (2, cubecl::CubeCount::Static(hq as u32, 1, 1)),
+    ] {
+        let kernel = Wgsl::new("attention_decode", include_str!("../../../shaders/attention_decode.wgsl"))
+            .with("head_dim", d)
+            .with("chunk", CHUNK)
+            .with("workgroup", WORKGROUP)
+            .with("phase", phase);
+        dispatch(
+            &q,
+            kernel,
+            WORKGROUP as u32,
+            count,
+            vec![
+                qb.clone(),
+                kb.clone(),
+                vb.clone(),
+                partials.handle.clone().binding(),
+                out.handle.clone().binding(),
+                params.clone(),
+            ],
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{diff, gpu, random};
+
+    #[test]
+    fn kernel_matches_reference_with_splits() {
+        let Some(device) = gpu() else { return };
+        // Cache lengths below, at and well beyond one split.
+        for (i, &(len, hq, hkv, d)) in [(1, 1, 1, 4), (37, 4, 2, 16), (256, 6, 3, 20), (1000, 8, 2, 128)]
+            .iter()
+            .enumerate()
+        {
+            let s = i as u64 * 11;
+            let q = random(s, [1, hq, d], 1.0, &device);
+            let k = random(s + 1, [len, hkv, d], 1.0, &device);
+            let v = random(s + 2, [len, hkv, d], 1.0, &device);
+            let o = attention_decode(q.clone(), k.clone(), v.clone()).unwrap();
+            let r = reference(q, k, v);
+            let (e, _) = diff(o, r);
+            assert!(e < 1e-5, "len{len} Hq{hq} Hkv{hkv} D{d}: {e}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `lightning_decode`: one token of lightning attention, `S' = λ S + kᵀ v` and `o = q S'`,
+//! fused in one pass over the state. Its reference is the one-token case of
+//! [`lightning_prefill::reference`](super::lightning_prefill::reference).
+
+use burn::backend::Dispatch;
+use burn::backend::wgpu::CubeTensor;
+use burn::tensor::{DType, Tensor};
+
+use super::launch::{Wgsl, bind, empty, dispatch, params};
+use super::lightning_prefill::check;
+use super::{Kernels, float, uses_wgsl};
+use crate::error::KernelError;
+
+/// Mirrors `Params` in `shaders/lightning_decode.wgsl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub heads: u32,
+    pub col_tiles: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// Columns per workgroup (consecutive threads read consecutive state columns).
+const COLS: usize = 32;
+/// Row groups per workgroup: `COLS * ROWS` = 256 invocations.
+const ROWS: usize = 8;
+
+/// One decode step.
+///
+/// # Shapes
+/// - `qkv`: `[1, H * 3 * D]`; `state`: `[H, D, D]` f32; `rates`: `[H]`;
+/// - returns `(o [1, H * D], state' [H, D, D])`.
+pub fn lightning_decode(
+    qkv: Tensor<2>,
+    state: Tensor<3>,
+    rates: &Tensor<1>,
+) -> Result<(Tensor<2>, Tensor<3>), KernelError> {
+    let (t, _, _) = check("lightning_decode", &qkv, &state, rates)?;
+    if t != 1 {
+        return Err(KernelError::Shape {
+            kernel: "lightning_decode",
+            reason: format!("decode takes one token, got {t}"),
+        });
+    }
+    if !uses_wgsl(&qkv.device()) {
+        return Ok(reference(qkv, state, rates));
+    }
+    let (o, s) = Dispatch::lightning_decode(
+        qkv.into_dispatch(),
+        state.into_dispatch(),
+        rates.clone().into_dispatch(),
+    );
+    Ok((float(o), float(s)))
+}
+
+/// The reference: the recurrence for one token.
+pub fn reference(qkv: Tensor<2>, state: Tensor<3>, rates: &Tensor<1>) -> (Tensor<2>, Tensor<3>) {
+    super::lightning_prefill::reference(qkv, state, rates, 1)
+}
+
+pub(super) fn launch(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor) -> (CubeTensor, CubeTensor) {
+    let shape = state.meta.shape();
+    let (h, d) = (shape[0], shape[1]);
+    let cols = COLS.min(d.next_power_of_two());
+    let col_tiles = d.div_ceil(cols);
+    let (qkv, qb) = bind(qkv);
+    let (_state, sb) = bind(state);
+    let (_rates, rb) = bind(rates);
+    let out = empty(&qkv, [1, h * d], DType::F32);
+    let state_out = empty(&qkv, [h, d, d], DType::F32);
+    let p = Params {
+        heads: h as u32,
+        col_tiles: col_tiles as u32,
+        _pad0: 0,
+        _pad1: 0,
+    };
+    let kernel = Wgsl::new("lightning_decode", include_str!("../../../shaders/lightning_decode.wgsl"))
+        .with("head_dim", d)
+        .with("cols", cols)
+        .with("rows", ROWS);
+    dispatch(
+        &qkv,
+        kernel,
+        (cols * ROWS) as u32,
+        cubecl::CubeCount::Static((h * col_tiles) as u32, 1, 1),
+        vec![
+            qb,
+            sb,
+            rb,
+            out.handle.clone().binding(),
+            state_out.handle.clone().binding(),
+            params(&qkv, &p),
+        ],
+    );
+    (out, state_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{diff, gpu, random};
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn kernel_matches_reference_and_prefill() {
+        let Some(device) = gpu() else { return };
+        for (i, &(h, d)) in [(1, 4), (2, 16), (3, 20), (4, 128)].iter().enumerate() {
+            let qkv = random(i as u64, [1, 3 * h * d], 1.0, &device);
+            let state = random(i as u64 + 7, [h, d, d], 1.0, &device);
+            let rates: Vec<f32> = (0..h).map(|x| 0.3 * (x as f32 + 1.0)).collect();
+            let rates = Tensor::<1>::from_data(TensorData::new(rates, [h]), &device);
+            let (o, s) = lightning_decode(qkv.clone(), state.clone(), &rates).unwrap();
+            let (ro, rs) = reference(qkv.clone(), state.clone(), &rates);
+            let (po, ps) = super::super::lightning_prefill::lightning_prefill(qkv, state, &rates, 16).unwrap();
+            let (eo, _) = diff(o.clone(), ro);
+            let (es, _) = diff(s.clone(), rs);
+            assert!(eo < 1e-3 && es < 1e-5, "H{h} D{d}: o {eo} state {es}");
+            let (eo, _) = diff(o, po);
+            let (es, _) = diff(s, ps);
+            assert!(eo < 1e-3 && es < 1e-5, "decode vs prefill H{h} D{d}: o {eo} state {es}");
+        }
+    }
+}

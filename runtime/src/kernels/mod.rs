@@ -1,0 +1,201 @@
+//! Hand-written WGSL kernels and their references.
+//!
+//! One kernel is one file in `shaders/` plus one module here of the same name. Each module
+//! holds the `#[repr(C)]` params struct mirrored in WGSL, the shape checks, the launch on
+//! burn-wgpu tensors, and the reference in plain Burn ops. The public function of a module
+//! dispatches: on a wgpu device it launches the WGSL kernel through the [`Kernels`] backend
+//! extension; on any other backend (Flex on the CPU) it runs the reference.
+
+pub mod attention_decode;
+pub mod attention_prefill;
+pub mod lightning_decode;
+pub mod lightning_prefill;
+pub mod moe_gather;
+pub mod moe_route;
+pub mod moe_scatter;
+pub mod rms_norm;
+
+mod launch;
+
+use burn::backend::{
+    Dispatch, DispatchDevice, backend_extension,
+    tensor::{FloatTensor, IntTensor},
+};
+use burn::tensor::{Device, Int, Tensor};
+
+/// Whether tensors on `device` run our WGSL kernels (any cubecl device: the crate enables only
+/// the wgpu runtime) rather than the references.
+pub fn uses_wgsl(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Cube(_))
+}
+
+/// The model-level ops that have a WGSL implementation. Called only on cubecl (wgpu) devices;
+/// see each module for the math and shapes.
+#[backend_extension(Cube)]
+pub trait Kernels: burn::backend::Backend {
+    fn rms_norm(
+        x: FloatTensor<Self>,
+        branch: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        params: rms_norm::Params,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    fn lightning_prefill(
+        qkv: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        rates: FloatTensor<Self>,
+        block: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    fn lightning_decode(
+        qkv: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        rates: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    fn attention_prefill(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        past: u32,
+    ) -> FloatTensor<Self>;
+
+    fn attention_decode(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        len: u32,
+    ) -> FloatTensor<Self>;
+
+    fn moe_route(logits: FloatTensor<Self>, top_k: u32) -> (IntTensor<Self>, FloatTensor<Self>);
+
+    fn moe_gather(
+        x: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        num_experts: u32,
+    ) -> (FloatTensor<Self>, IntTensor<Self>, IntTensor<Self>);
+
+    fn moe_scatter(
+        ys: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        positions: IntTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl Kernels for burn::backend::wgpu::CubeBackend {
+    fn rms_norm(
+        x: FloatTensor<Self>,
+        branch: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        params: rms_norm::Params,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        rms_norm::launch(x, branch, weight, params)
+    }
+
+    fn lightning_prefill(
+        qkv: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        rates: FloatTensor<Self>,
+        block: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        lightning_prefill::launch(qkv, state, rates, block)
+    }
+
+    fn lightning_decode(
+        qkv: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        rates: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        lightning_decode::launch(qkv, state, rates)
+    }
+
+    fn attention_prefill(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        past: u32,
+    ) -> FloatTensor<Self> {
+        attention_prefill::launch(q, k, v, past)
+    }
+
+    fn attention_decode(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        len: u32,
+    ) -> FloatTensor<Self> {
+        attention_decode::launch(q, k, v, len)
+    }
+
+    fn moe_route(logits: FloatTensor<Self>, top_k: u32) -> (IntTensor<Self>, FloatTensor<Self>) {
+        moe_route::launch(logits, top_k)
+    }
+
+    fn moe_gather(
+        x: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        num_experts: u32,
+    ) -> (FloatTensor<Self>, IntTensor<Self>, IntTensor<Self>) {
+        moe_gather::launch(x, ids, num_experts)
+    }
+
+    fn moe_scatter(
+        ys: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        positions: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        moe_scatter::launch(ys, weights, positions)
+    }
+}
+
+/// Wraps a dispatch float primitive back into a tensor.
+fn float<const D: usize>(t: FloatTensor<Dispatch>) -> Tensor<D> {
+    Tensor::from_dispatch(t)
+}
+
+/// Wraps a dispatch int primitive back into a tensor.
+fn int<const D: usize>(t: IntTensor<Dispatch>) -> Tensor<D, Int> {
+    Tensor::from_dispatch(t)
+}
+
+/// Shared helpers for kernel tests: seeded inputs and error measures.
+#[cfg(test)]
+pub(crate) mod testing {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+    /// Seeded uniform values in [-scale, scale).
+    pub fn random<const D: usize>(seed: u64, shape: [usize; D], scale: f32, device: &Device) -> Tensor<D> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+        Tensor::from_data(TensorData::new(v, shape), device)
+    }
+
+    /// The wgpu device for kernel tests, or `None` (with a loud message) when no adapter exists.
+    pub fn gpu() -> Option<Device> {
+        match crate::device::test_gpu() {
+            Some(d) => Some(d),
+            None => {
+                eprintln!("!!! no wgpu adapter: GPU kernel test SKIPPED (install mesa-vulkan-drivers)");
+                None
+            }
+        }
+    }
+
+    /// Max-abs and max-relative difference of two tensors.
+    pub fn diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> (f32, f32) {
+        let a = a.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let b = b.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        assert_eq!(a.len(), b.len());
+        let mut abs = 0f32;
+        let mut rel = 0f32;
+        for (x, y) in a.iter().zip(&b) {
+            let d = (x - y).abs();
+            assert!(d.is_finite(), "non-finite output: {x} vs {y}");
+            abs = abs.max(d);
+            rel = rel.max(d / y.abs().max(1e-3));
+        }
+        (abs, rel)
+    }
+}

@@ -1,0 +1,62 @@
+//! Softmax attention with GQA and (partial) RoPE: the 1-in-8 layers of MiniMax-01 and every
+//! layer of Llama-family models. Scores are scaled by `1/sqrt(D)`.
+
+use burn::tensor::Tensor;
+
+use super::linear::Linear;
+use super::rope;
+use super::state::KvCache;
+use crate::config::ModelConfig;
+use crate::error::{Error, WeightsError};
+use crate::kernels::{attention_decode::attention_decode, attention_prefill::attention_prefill};
+use crate::weights::{Loader, Names};
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    rotary_dim: usize,
+    theta: f64,
+}
+
+impl Attention {
+    pub fn load(config: &ModelConfig, layer: usize, loader: &Loader<'_>) -> Result<Self, WeightsError> {
+        let n = Names;
+        let c = config.hidden_size;
+        let (hd, kvd) = (config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim);
+        Ok(Self {
+            q: Linear::load(loader, &n.attn(layer, "q_proj"), hd, c)?,
+            k: Linear::load(loader, &n.attn(layer, "k_proj"), kvd, c)?,
+            v: Linear::load(loader, &n.attn(layer, "v_proj"), kvd, c)?,
+            o: Linear::load(loader, &n.attn(layer, "o_proj"), c, hd)?,
+            heads: config.num_heads,
+            kv_heads: config.num_kv_heads,
+            head_dim: config.head_dim,
+            rotary_dim: config.rotary_dim,
+            theta: config.rope_theta,
+        })
+    }
+
+    /// # Shapes
+    /// `x`: `[T, C]` at positions `position..position + T` → `[T, C]`; appends to `cache`.
+    pub fn forward(&self, x: Tensor<2>, cache: &mut KvCache, position: usize) -> Result<Tensor<2>, Error> {
+        let [t, _] = x.dims();
+        let (d, device) = (self.head_dim, x.device());
+        let (cos, sin) = rope::tables(position, t, self.rotary_dim, self.theta, &device);
+        let q = rope::apply(self.q.forward(x.clone()).reshape([t, self.heads, d]), &cos, &sin);
+        let k = rope::apply(self.k.forward(x.clone()).reshape([t, self.kv_heads, d]), &cos, &sin);
+        let v = self.v.forward(x).reshape([t, self.kv_heads, d]);
+        let (k, v) = cache.append(k, v);
+        let o = if t == 1 {
+            attention_decode(q, k, v)?
+        } else {
+            attention_prefill(q, k, v)?
+        };
+        Ok(self.o.forward(o))
+    }
+}

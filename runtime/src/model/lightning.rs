@@ -1,0 +1,57 @@
+//! Lightning attention block of MiniMax-01.
+//!
+//! `qkv = SiLU(x W_qkvᵀ)`, laid out per head as `q | k | v`; per head
+//! `S_t = λ S_{t-1} + k_tᵀ v_t`, `o_t = q_t S_t` with no scale and no RoPE, where
+//! `λ = exp(-s_h)` and `s_h` comes from the ALiBi slope and the global layer index
+//! ([`ModelConfig::lightning_rates`]). The output is RMS-normalised over all heads
+//! (eps 1e-6), gated by `sigmoid(x W_gateᵀ)` and projected by `W_out`.
+
+use burn::tensor::{Device, Tensor, TensorData, activation};
+
+use super::linear::Linear;
+use crate::config::{LIGHTNING_NORM_EPS, ModelConfig};
+use crate::error::{Error, WeightsError};
+use crate::kernels::{lightning_decode::lightning_decode, lightning_prefill::lightning_prefill, rms_norm::rms_norm};
+use crate::weights::{Loader, Names};
+
+#[derive(Debug, Clone)]
+pub struct LightningAttention {
+    qkv: Linear,
+    gate: Linear,
+    out: Linear,
+    /// `[H * D]`, the RMSNorm over all heads.
+    norm: Tensor<1>,
+    /// `[H]` decay rates `s_h`.
+    rates: Tensor<1>,
+}
+
+impl LightningAttention {
+    pub fn load(config: &ModelConfig, layer: usize, loader: &Loader<'_>, device: &Device) -> Result<Self, WeightsError> {
+        let n = Names;
+        let (c, hd) = (config.hidden_size, config.num_heads * config.head_dim);
+        let rates = config.lightning_rates(layer);
+        Ok(Self {
+            qkv: Linear::load(loader, &n.attn(layer, "qkv_proj"), 3 * hd, c)?,
+            gate: Linear::load(loader, &n.attn(layer, "output_gate"), hd, c)?,
+            out: Linear::load(loader, &n.attn(layer, "out_proj"), c, hd)?,
+            norm: loader.vector(&n.attn(layer, "norm"), [hd])?,
+            rates: Tensor::from_data(TensorData::new(rates, [config.num_heads]), device),
+        })
+    }
+
+    /// # Shapes
+    /// `x`: `[T, C]`; `state`: `[H, D, D]` f32 → (`[T, C]`, `[H, D, D]`).
+    /// One token takes the fused recurrent kernel; more take the blocked one with `block`.
+    pub fn forward(&self, x: Tensor<2>, state: Tensor<3>, block: usize) -> Result<(Tensor<2>, Tensor<3>), Error> {
+        let t = x.dims()[0];
+        let qkv = activation::silu(self.qkv.forward(x.clone()));
+        let (o, state) = if t == 1 {
+            lightning_decode(qkv, state, &self.rates)?
+        } else {
+            lightning_prefill(qkv, state, &self.rates, block)?
+        };
+        let (_, o) = rms_norm(o, None, &self.norm, LIGHTNING_NORM_EPS)?;
+        let o = activation::sigmoid(self.gate.forward(x)) * o;
+        Ok((self.out.forward(o), state))
+    }
+}

@@ -1,0 +1,195 @@
+//! The MiniMax-01 model: embeddings → layers (lightning or softmax attention + MoE, post- or
+//! pre-norm residuals with alpha/beta factors) → final norm → lm_head.
+
+pub mod attention;
+pub mod layer;
+pub mod lightning;
+pub mod linear;
+pub mod moe;
+pub mod rope;
+pub mod state;
+
+pub use state::{KvCache, LayerState, State};
+
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+
+use crate::config::{ModelConfig, NormPlacement};
+use crate::error::{Error, RuntimeError, WeightsError};
+use crate::kernels::{rms_norm::rms_norm, uses_wgsl};
+use crate::weights::{Loader, Names, WeightSource};
+use layer::Layer;
+use linear::Linear;
+
+/// Which rows of logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// `[T, vocab]`.
+    All,
+    /// `[1, vocab]`, for the last token only (generation).
+    Last,
+}
+
+/// A loaded model, immutable during inference; all sequence state lives in [`State`].
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: ModelConfig,
+    pub device: Device,
+    /// `[vocab, C]` in row blocks (see [`Linear`]).
+    embed: Linear,
+    layers: Vec<Layer>,
+    norm: Tensor<1>,
+    lm_head: Linear,
+    /// Block size of the lightning prefill: our kernel's tile on the GPU, the config's block
+    /// size on the CPU (where bigger blocks mean fewer, larger tensor ops).
+    block: usize,
+}
+
+/// Lightning prefill block of the WGSL kernel (fits WebGPU's 16 KiB workgroup memory for
+/// head dims up to 128).
+pub const GPU_LIGHTNING_BLOCK: usize = 16;
+
+impl Model {
+    /// Loads every tensor of `config` from `source` onto `device`; big matrices are stored as
+    /// `matrix_dtype` (f32, or f16 on GPUs with shader-f16).
+    /// `max_binding_bytes` is the adapter's storage-binding limit (`None` on the CPU).
+    pub fn load(
+        config: ModelConfig,
+        source: &WeightSource,
+        device: &Device,
+        matrix_dtype: DType,
+        max_binding_bytes: Option<u64>,
+    ) -> Result<Self, WeightsError> {
+        let loader = Loader {
+            source,
+            device,
+            matrix_dtype,
+            max_binding_bytes,
+        };
+        let n = Names;
+        let (v, c) = (config.vocab_size, config.hidden_size);
+        let _span = tracing::info_span!("load", layers = config.num_layers()).entered();
+        let embed = Linear::load(&loader, &n.embed(), v, c)?;
+        let layers = (0..config.num_layers())
+            .map(|i| Layer::load(&config, i, &loader, device))
+            .collect::<Result<Vec<_>, _>>()?;
+        let norm = loader.vector(&n.final_norm(), [c])?;
+        let lm_head = if config.tie_word_embeddings && !source.has(&n.lm_head()) {
+            embed.clone()
+        } else {
+            Linear::load(&loader, &n.lm_head(), v, c)?
+        };
+        let block = if uses_wgsl(device) { GPU_LIGHTNING_BLOCK } else { config.block_size.max(1) };
+        Ok(Self {
+            config,
+            device: device.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            block,
+        })
+    }
+
+    /// Embedding rows of `tokens`: `[T, C]` f32. With a split table, each token is looked up
+    /// in its block and the rows are put back in order.
+    fn embed_tokens(&self, tokens: &[u32]) -> Tensor<2> {
+        let index = |ids: Vec<i64>| {
+            let n = ids.len();
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [n]), &self.device)
+        };
+        let mut rows = Vec::new();
+        let mut order = Vec::new();
+        let mut start = 0;
+        for part in &self.embed.parts {
+            let n = part.dims()[0];
+            let (ids, at): (Vec<i64>, Vec<i64>) = tokens
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| (start..start + n).contains(&(**id as usize)))
+                .map(|(i, &id)| ((id as usize - start) as i64, i as i64))
+                .unzip();
+            if !ids.is_empty() {
+                rows.push(part.clone().select(0, index(ids)));
+                order.extend(at);
+            }
+            start += n;
+        }
+        let mut x = Tensor::cat(rows, 0);
+        if self.embed.parts.len() > 1 {
+            // Row r of `x` belongs to token order[r]; invert that permutation.
+            let mut inverse = vec![0i64; order.len()];
+            for (r, &i) in order.iter().enumerate() {
+                inverse[i as usize] = r as i64;
+            }
+            x = x.select(0, index(inverse));
+        }
+        if x.dtype() != DType::F32 { x.cast(DType::F32) } else { x }
+    }
+
+    /// Storage type of the large matrices.
+    pub fn matrix_dtype(&self) -> DType {
+        self.lm_head.parts[0].dtype()
+    }
+
+    /// A fresh per-sequence state on this model's device.
+    pub fn new_state(&self) -> State {
+        State::new(&self.config, &self.device)
+    }
+
+    /// Runs `tokens` through the model, advancing `state`; returns f32 logits.
+    ///
+    /// Any number of tokens may be fed at once: one token takes the recurrent decode kernels,
+    /// more take the blocked prefill kernels, and feeding a prompt in pieces gives the same
+    /// logits as feeding it whole.
+    ///
+    /// # Shapes
+    /// `tokens`: `T` ids → `[T, vocab]` ([`Logits::All`]) or `[1, vocab]` ([`Logits::Last`]).
+    pub async fn forward(&self, tokens: &[u32], state: &mut State, logits: Logits) -> Result<Tensor<2>, Error> {
+        let t = tokens.len();
+        if t == 0 {
+            return Err(RuntimeError::EmptyInput.into());
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(RuntimeError::TokenOutOfRange { id, vocab }.into());
+        }
+        let needed = state.position + t;
+        if needed > self.config.max_position_embeddings {
+            return Err(RuntimeError::ContextOverflow {
+                needed,
+                max: self.config.max_position_embeddings,
+            }
+            .into());
+        }
+        let mut x = self.embed_tokens(tokens);
+
+        // `x` is the residual stream; `pending` the branch output (and its weights) not yet
+        // added to it, so that each combine fuses with the norm that follows.
+        let post = self.config.norm == NormPlacement::Post;
+        let eps = self.config.rms_norm_eps;
+        let mut pending: Option<(Tensor<2>, f32, f32)> = None;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let _span = tracing::debug_span!("layer", i).entered();
+            let (h, a) = rms_norm(x, pending.take(), &layer.input_norm, eps)?;
+            let mixed = layer.mix(a.clone(), &mut state.layers[i], state.position, self.block)?;
+            let residual = if post { a } else { h };
+            let (h, b) = rms_norm(
+                residual,
+                Some((mixed, layer.config.attn_alpha, layer.config.attn_beta)),
+                &layer.post_attention_norm,
+                eps,
+            )?;
+            let ffn = layer.moe.forward(b.clone()).await?;
+            x = if post { b } else { h };
+            pending = Some((ffn, layer.config.mlp_alpha, layer.config.mlp_beta));
+        }
+        state.position += t;
+
+        if logits == Logits::Last {
+            x = x.narrow(0, t - 1, 1);
+            pending = pending.map(|(f, a, b)| (f.narrow(0, t - 1, 1), a, b));
+        }
+        let (_, y) = rms_norm(x, pending, &self.norm, eps)?;
+        Ok(self.lm_head.forward(y))
+    }
+}

@@ -1,0 +1,105 @@
+//! Sparse mixture of experts: a softmax router picks the top-k experts per token, their
+//! SwiGLU outputs `W2 (SiLU(W1 x) ⊙ W3 x)` are summed with the renormalised router weights.
+//!
+//! Tokens are grouped by expert on the device (`moe_gather`), each expert multiplies one
+//! contiguous block, and `moe_scatter` adds the weighted results back in token order. The
+//! expert boundaries (E + 1 integers) are the only host read-back.
+
+use burn::tensor::{Tensor, activation};
+
+use super::linear::Linear;
+use crate::config::ModelConfig;
+use crate::error::{Error, RuntimeError, WeightsError};
+use crate::kernels::{moe_gather::moe_gather, moe_route::moe_route, moe_scatter::moe_scatter};
+use crate::weights::{Loader, MOE_PREFIXES, Names};
+
+/// One SwiGLU expert, with the gate (w1) and up (w3) projections fused into one matrix.
+#[derive(Debug, Clone)]
+pub struct Expert {
+    /// `[2F, C]`: rows `0..F` are w1 (gate), `F..2F` are w3 (up).
+    gate_up: Linear,
+    /// `[C, F]`: w2.
+    down: Linear,
+}
+
+impl Expert {
+    /// # Shapes
+    /// `x`: `[N, C]` → `[N, C]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let h = self.gate_up.forward(x);
+        let f = h.dims()[1] / 2;
+        let a = activation::silu(h.clone().narrow(1, 0, f)) * h.narrow(1, f, f);
+        self.down.forward(a)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Moe {
+    /// `[E, C]`, kept in f32.
+    router: Linear,
+    experts: Vec<Expert>,
+    top_k: usize,
+}
+
+impl Moe {
+    /// Loads either expert layout (see [`crate::weights::names`]).
+    pub fn load(config: &ModelConfig, layer: usize, loader: &Loader<'_>) -> Result<Self, WeightsError> {
+        let n = Names;
+        let (c, f, e) = (config.hidden_size, config.moe.intermediate_size, config.moe.num_experts);
+        let prefix = MOE_PREFIXES
+            .into_iter()
+            .find(|p| loader.source.has(&n.router(layer, p)))
+            .unwrap_or(MOE_PREFIXES[0]);
+        let router = Linear::new(loader.router(&n.router(layer, prefix), [e, c])?);
+        let fused_name = n.fused_experts(layer, prefix, "gate_up_proj");
+        let fused = !loader.source.has(&n.expert(layer, prefix, 0, "w1")) && loader.source.has(&fused_name);
+        let experts = (0..e)
+            .map(|i| {
+                if fused {
+                    let down_name = n.fused_experts(layer, prefix, "down_proj");
+                    Ok(Expert {
+                        gate_up: Linear::new(loader.matrix_of_stack(&fused_name, [e, 2 * f, c], i)?),
+                        down: Linear::new(loader.matrix_of_stack(&down_name, [e, c, f], i)?),
+                    })
+                } else {
+                    let w1 = loader.matrix(&n.expert(layer, prefix, i, "w1"), [f, c])?;
+                    let w3 = loader.matrix(&n.expert(layer, prefix, i, "w3"), [f, c])?;
+                    Ok(Expert {
+                        gate_up: Linear::new(Tensor::cat(vec![w1, w3], 0)),
+                        down: Linear::load(loader, &n.expert(layer, prefix, i, "w2"), c, f)?,
+                    })
+                }
+            })
+            .collect::<Result<_, WeightsError>>()?;
+        Ok(Self {
+            router,
+            experts,
+            top_k: config.moe.top_k,
+        })
+    }
+
+    /// # Shapes
+    /// `x`: `[T, C]` → `[T, C]`.
+    pub async fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, Error> {
+        let logits = self.router.forward(x.clone());
+        let (ids, weights) = moe_route(logits, self.top_k)?;
+        let grouped = moe_gather(x, ids, self.experts.len())?;
+        let offsets = grouped
+            .offsets
+            .into_data_async()
+            .await
+            .map_err(|e| RuntimeError::Readback(e.to_string()))?
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
+        let mut parts = Vec::new();
+        for (expert, bounds) in self.experts.iter().zip(offsets.windows(2)) {
+            let (start, end) = (bounds[0] as usize, bounds[1] as usize);
+            if end > start {
+                parts.push(expert.forward(grouped.xs.clone().narrow(0, start, end - start)));
+            }
+        }
+        let ys = Tensor::cat(parts, 0);
+        Ok(moe_scatter(ys, weights, grouped.positions)?)
+    }
+}

@@ -1,0 +1,94 @@
+//! The per-sequence state, passed into the model explicitly: an f32 `[H, D, D]` state per
+//! lightning layer (constant size, whatever the context length) and a KV cache per softmax
+//! layer.
+
+use burn::tensor::{DType, Device, Tensor};
+
+use crate::config::{LayerKind, ModelConfig};
+
+/// Growable KV cache of one softmax layer: `[capacity, Hkv, D]` buffers of which the first
+/// `len` rows are valid.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    k: Tensor<3>,
+    v: Tensor<3>,
+    len: usize,
+}
+
+impl KvCache {
+    fn new(kv_heads: usize, head_dim: usize, device: &Device) -> Self {
+        let empty = Tensor::zeros([0, kv_heads, head_dim], (device, DType::F32));
+        Self {
+            k: empty.clone(),
+            v: empty,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `T` positions and returns the valid cache `[len + T, Hkv, D]` for K and V.
+    /// Capacity doubles when full, so appends are amortised O(T).
+    pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+        let [t, h, d] = k.dims();
+        let needed = self.len + t;
+        let capacity = self.k.dims()[0];
+        if needed > capacity {
+            let grown = needed.max(2 * capacity).max(64);
+            let device = k.device();
+            let grow = |old: Tensor<3>, len: usize| {
+                let fresh = Tensor::zeros([grown, h, d], (&device, DType::F32));
+                if len == 0 { fresh } else { fresh.slice_assign([0..len], old.narrow(0, 0, len)) }
+            };
+            let len = self.len;
+            self.k.inplace(|old| grow(old, len));
+            self.v.inplace(|old| grow(old, len));
+        }
+        // `inplace` hands over the only reference, so the assignment can reuse the buffer.
+        let range = self.len..needed;
+        self.k.inplace(|cache| cache.slice_assign([range.clone()], k));
+        self.v.inplace(|cache| cache.slice_assign([range], v));
+        self.len = needed;
+        (self.k.clone().narrow(0, 0, needed), self.v.clone().narrow(0, 0, needed))
+    }
+}
+
+/// The state of one layer.
+#[derive(Debug, Clone)]
+pub enum LayerState {
+    /// `[H, D, D]` f32: `S = Σ_t λ^(T-t) k_tᵀ v_t`.
+    Lightning(Tensor<3>),
+    Softmax(KvCache),
+}
+
+/// Everything the model remembers about one sequence.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Number of tokens consumed so far (the position of the next one).
+    pub position: usize,
+    pub layers: Vec<LayerState>,
+}
+
+impl State {
+    /// The state before any token.
+    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+        let layers = config
+            .layers
+            .iter()
+            .map(|layer| match layer.kind {
+                LayerKind::Lightning => LayerState::Lightning(Tensor::zeros(
+                    [config.num_heads, config.head_dim, config.head_dim],
+                    (device, DType::F32),
+                )),
+                LayerKind::Softmax => LayerState::Softmax(KvCache::new(config.num_kv_heads, config.head_dim, device)),
+            })
+            .collect();
+        Self { position: 0, layers }
+    }
+}

@@ -1,0 +1,58 @@
+// lightning_decode: one token of lightning attention, fused state update and readout.
+//
+//   S' = λ S + kᵀ v,   o = q S'      (λ = exp(-s_h), per head)
+// One workgroup owns head h and COLS state columns; ROWS row groups of threads each walk a
+// strided set of state rows, and their partial dot products q·S'[:, c] meet in workgroup
+// memory.
+
+struct Params {
+    heads: u32,
+    col_tiles: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> qkv: array<f32>;       // [1, H, 3, D] (q | k | v per head, after SiLU)
+@group(0) @binding(1) var<storage, read_write> state_in: array<f32>;  // [H, D, D] (row-major; S[h][k-dim][v-dim])
+@group(0) @binding(2) var<storage, read_write> rates: array<f32>;     // [H] decay rates s_h
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;       // [1, H, D]
+@group(0) @binding(4) var<storage, read_write> state_out: array<f32>; // [H, D, D]
+@group(0) @binding(5) var<storage, read_write> p: Params;
+
+const D: u32 = {{ head_dim }}u;
+const COLS: u32 = {{ cols }}u;
+const ROWS: u32 = {{ rows }}u;
+
+var<workgroup> partial: array<f32, ROWS * COLS>;
+
+@compute @workgroup_size(ROWS * COLS)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let h = wid.x / p.col_tiles;
+    let col = (wid.x % p.col_tiles) * COLS + lid % COLS;
+    let group = lid / COLS;
+    let lambda = exp(-rates[h]);
+    let q_off = h * 3u * D;
+    let s_base = h * D * D;
+
+    var acc = 0.0;
+    if col < D {
+        let v = qkv[q_off + 2u * D + col];
+        for (var r = group; r < D; r += ROWS) {
+            let s = lambda * state_in[s_base + r * D + col] + qkv[q_off + D + r] * v;
+            state_out[s_base + r * D + col] = s;
+            acc += qkv[q_off + r] * s;
+        }
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    if group == 0u && col < D {
+        var o = 0.0;
+        for (var g = 0u; g < ROWS; g++) {
+            o += partial[g * COLS + lid];
+        }
+        out[h * D + col] = o;
+    }
+}

@@ -1,0 +1,91 @@
+//! The `minimax` command line as users and scripts drive it.
+
+use std::process::Command;
+
+use minimax_tests::{fixture, max_abs, minimax_bin, read_npy, reference};
+
+fn ids(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(minimax_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn logits_command_writes_the_oracle_logits() {
+    let r = reference("minimax-7to1");
+    let dir = std::env::temp_dir().join(format!("minimax-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixture("minimax-7to1");
+    for chunk in [None, Some("7")] {
+        let out = dir.join(format!("logits-{}.npy", chunk.unwrap_or("all")));
+        let mut args = vec![
+            "logits", "--model", model.to_str().unwrap(), "--backend", "cpu",
+            "--tokens", &*Box::leak(ids(&r.prompt).into_boxed_str()), "--out", out.to_str().unwrap(),
+        ];
+        if let Some(c) = chunk {
+            args.extend(["--prefill-chunk", c]);
+        }
+        let (ok, _, err) = run(&args);
+        assert!(ok, "{err}");
+        let (shape, logits) = read_npy(&out);
+        assert_eq!(shape, vec![r.prompt.len() as u64, r.vocab as u64]);
+        let e = max_abs(&logits, &r.logits);
+        assert!(e <= r.tolerance, "chunk {chunk:?}: {e}");
+    }
+}
+
+#[test]
+fn run_prints_greedy_ids() {
+    let r = reference("minimax-remote-code");
+    let model = fixture("minimax-remote-code");
+    let prompt = ids(&r.prompt);
+    let n = r.greedy.len().to_string();
+    let (ok, out, err) = run(&[
+        "run", "--model", model.to_str().unwrap(), "--backend", "cpu", "--tokens", &prompt,
+        "--max-tokens", &n, "--ignore-eos", "--format", "ids",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), ids(&r.greedy));
+}
+
+#[test]
+fn run_streams_text_from_a_prompt() {
+    let model = fixture("minimax-7to1");
+    let (ok, out, err) = run(&[
+        "run", "--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt",
+        "The lighthouse keeper", "--max-tokens", "8", "--temperature", "0.8", "--top-p", "0.9",
+        "--seed", "3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("The lighthouse keeper"), "{out}");
+    assert!(out.trim().len() > "The lighthouse keeper".len(), "nothing generated: {out:?}");
+}
+
+#[test]
+fn info_describes_the_layout() {
+    let model = fixture("minimax-7to1");
+    let (ok, out, err) = run(&["info", "--model", model.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("LLLLLLLS"), "{out}");
+    assert!(out.contains("8 per layer, top-2"), "{out}");
+}
+
+#[test]
+fn bench_reports_prefill_and_decode() {
+    let model = fixture("minimax-7to1");
+    let (ok, out, err) = run(&[
+        "bench", "--model", model.to_str().unwrap(), "--backend", "cpu", "--prompt-lengths", "16,40",
+        "--decode-tokens", "4", "--context", "8", "--repeats", "1", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["prefill"].as_array().unwrap().len(), 2);
+    assert!(json["decode"]["tokens_per_second"].as_f64().unwrap() > 0.0);
+}

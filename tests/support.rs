@@ -1,0 +1,94 @@
+//! Shared helpers for the integration tests: fixture paths, oracle references, comparisons
+//! and the `minimax` binary.
+
+use std::path::{Path, PathBuf};
+
+use minimax_runtime::device::BackendChoice;
+use minimax_runtime::{Engine, MatrixDType, RuntimeOptions};
+
+/// All committed fixture models (see `tests/oracle/README.md`).
+pub const FIXTURES: [&str; 4] = [
+    "minimax-7to1",
+    "minimax-sharded-bf16",
+    "minimax-remote-code",
+    "minimax-partial-rope",
+];
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A fixture's oracle data.
+pub struct Reference {
+    pub prompt: Vec<u32>,
+    pub greedy: Vec<u32>,
+    /// `[prompt.len(), vocab]` row-major.
+    pub logits: Vec<f32>,
+    /// `[greedy.len(), vocab]`: row i predicts `greedy[i]`.
+    pub greedy_logits: Vec<f32>,
+    pub vocab: usize,
+    pub tolerance: f32,
+}
+
+pub fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).expect("valid npy");
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<f32>().expect("f32 npy"))
+}
+
+pub fn reference(name: &str) -> Reference {
+    let dir = fixture(name);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let ids = |key: &str| -> Vec<u32> {
+        json[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()
+    };
+    let (shape, logits) = read_npy(&dir.join("logits.npy"));
+    let (_, greedy_logits) = read_npy(&dir.join("greedy_logits.npy"));
+    Reference {
+        prompt: ids("prompt"),
+        greedy: ids("greedy"),
+        logits,
+        greedy_logits,
+        vocab: shape[1] as usize,
+        tolerance: json["tolerance_max_abs"].as_f64().unwrap() as f32,
+    }
+}
+
+/// Largest absolute difference.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The backends the tests run on: the CPU always, the GPU when wgpu finds any adapter
+/// (llvmpipe in CI); its absence is reported loudly.
+pub fn backends() -> Vec<BackendChoice> {
+    let mut v = vec![BackendChoice::Cpu];
+    if minimax_runtime::device::test_gpu().is_some() {
+        v.push(BackendChoice::Gpu);
+    } else {
+        eprintln!("!!! no wgpu adapter: GPU integration tests SKIPPED (install mesa-vulkan-drivers)");
+    }
+    v
+}
+
+/// Loads a fixture with f32 matrices on `backend`.
+pub fn engine(name: &str, backend: BackendChoice) -> Engine {
+    let options = RuntimeOptions {
+        backend,
+        matrix_dtype: MatrixDType::F32,
+    };
+    Engine::load_dir(&fixture(name), &options).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// The `minimax` binary built next to the test executable (cargo builds the workspace's
+/// binaries before running integration tests).
+pub fn minimax_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join(format!("minimax{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not built: run `cargo build --release -p minimax-native` first (tests/run does)", bin.display());
+    bin
+}
