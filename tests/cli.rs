@@ -8,7 +8,7 @@ fn ids(v: &[u32]) -> String {
     v.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn run(args: &[&str]) -> (bool, String, String) {
+fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
     let out = Command::new(minimax_bin()).args(args).output().unwrap();
     (
         out.status.success(),
@@ -25,12 +25,12 @@ fn logits_command_writes_the_oracle_logits() {
     let model = fixture("minimax-7to1");
     for chunk in [None, Some("7")] {
         let out = dir.join(format!("logits-{}.npy", chunk.unwrap_or("all")));
-        let mut args = vec![
-            "logits", "--model", model.to_str().unwrap(), "--backend", "cpu",
-            "--tokens", &*Box::leak(ids(&r.prompt).into_boxed_str()), "--out", out.to_str().unwrap(),
-        ];
+        let mut args: Vec<String> = ["logits", "--model", model.to_str().unwrap(), "--backend", "cpu"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--tokens".into(), ids(&r.prompt), "--out".into(), out.display().to_string()]);
         if let Some(c) = chunk {
-            args.extend(["--prefill-chunk", c]);
+            args.extend(["--prefill-chunk".into(), c.into()]);
         }
         let (ok, _, err) = run(&args);
         assert!(ok, "{err}");
@@ -66,6 +66,23 @@ fn run_streams_text_from_a_prompt() {
     assert!(ok, "{err}");
     assert!(out.starts_with("The lighthouse keeper"), "{out}");
     assert!(out.trim().len() > "The lighthouse keeper".len(), "nothing generated: {out:?}");
+}
+
+#[test]
+fn auto_backend_falls_back_to_the_cpu_with_a_notice() {
+    let model = fixture("minimax-7to1");
+    let (ok, out, err) = run(&[
+        "run", "--model", model.to_str().unwrap(), "--tokens", "5,6", "--max-tokens", "2",
+        "--format", "ids",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim().split(',').count(), 2, "{out}");
+    let notice = err.lines().filter(|l| l.starts_with("note: no GPU adapter found")).count();
+    if minimax_runtime::device::has_hardware_adapter() {
+        assert_eq!(notice, 0, "{err}");
+    } else {
+        assert_eq!(notice, 1, "a one-line notice is expected without a GPU: {err}");
+    }
 }
 
 #[test]

@@ -80,6 +80,18 @@ fn mis_shaped_tensor_is_named() {
 }
 
 #[test]
+fn missing_tensor_is_named() {
+    let dir = temp_copy("minimax-partial-rope", "missing");
+    edit_config(&dir, |c| {
+        c["num_hidden_layers"] = 3.into();
+        c["layer_types"] = serde_json::json!(["linear_attention", "full_attention", "linear_attention"]);
+    });
+    let err = logits(&dir, "1,2");
+    assert!(err.contains("missing tensor `model.layers.2.self_attn.qkv_proj.weight`"), "{err}");
+    assert!(err.contains("[192, 64]"), "{err}");
+}
+
+#[test]
 fn truncated_weights() {
     let dir = temp_copy("minimax-partial-rope", "truncated");
     let path = dir.join("model.safetensors");

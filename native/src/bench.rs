@@ -55,6 +55,67 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also time the building blocks of a decode step in isolation: a host read-back, and
+    /// one-row matmuls with the model's projection shapes.
+    #[arg(long)]
+    pub components: bool,
+}
+
+/// One timed building block.
+struct Component {
+    name: String,
+    seconds: f64,
+    bytes: u64,
+}
+
+/// Times, in isolation, what a decode step is made of: the host round trip that every MoE
+/// layer and every sampled token pays, and `[1, in] x [in, out]` matmuls of the model's
+/// weight shapes (the dense projections are plain Burn matmuls for now).
+fn components(model: &minimax_runtime::model::Model) -> Result<Vec<Component>> {
+    use burn::tensor::{Distribution, Tensor};
+    let c = &model.config;
+    let device = &model.device;
+    let dtype = model.matrix_dtype();
+    let reps = 20;
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        f()?;
+        let mut v = Vec::new();
+        for _ in 0..reps {
+            let start = Instant::now();
+            f()?;
+            v.push(start.elapsed().as_secs_f64());
+        }
+        Ok(median(v))
+    };
+    let read = |t: Tensor<2>| -> Result<()> {
+        pollster::block_on(read_logits(t))?;
+        Ok(())
+    };
+    let mut out = Vec::new();
+    let tiny = Tensor::<2>::ones([1, 8], device);
+    out.push(Component {
+        name: "host read-back of 8 floats".into(),
+        seconds: time(&mut || read(tiny.clone() + 1.0))?,
+        bytes: 0,
+    });
+    let (h, f, hd) = (c.hidden_size, c.moe.intermediate_size, c.num_heads * c.head_dim);
+    let shapes = [
+        ("lightning qkv_proj", 3 * hd, h),
+        ("expert gate_up (w1+w3)", 2 * f, h),
+        ("expert down (w2)", h, f),
+        ("lm_head block", c.vocab_size.min(1 << 16), h),
+    ];
+    for (name, rows, cols) in shapes {
+        let w = Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 0.02), (device, dtype));
+        let x = Tensor::<2>::random([1, cols], Distribution::Normal(0.0, 1.0), (device, dtype));
+        let seconds = time(&mut || read(x.clone().matmul(w.clone().transpose()).narrow(1, 0, 8)))?;
+        out.push(Component {
+            name: format!("{name} [1, {cols}] x [{cols}, {rows}]"),
+            seconds,
+            bytes: (rows * cols * dtype.size()) as u64,
+        });
+    }
+    Ok(out)
 }
 
 fn synthetic_config(kind: Synthetic, layers: usize) -> String {
@@ -163,6 +224,7 @@ pub fn main(args: Args) -> Result<()> {
         next = minimax_runtime::sampling::argmax(&logits);
     }
     let step = median(steps);
+    let parts = if args.components { components(model)? } else { Vec::new() };
     let active = active_bytes(config, matrix_bytes);
     let gbps = active as f64 / step / 1e9;
 
@@ -173,6 +235,8 @@ pub fn main(args: Args) -> Result<()> {
             "prefill": prefill_rows.iter().map(|(len, t, tps)| serde_json::json!({"tokens": len, "seconds": t, "tokens_per_second": tps})).collect::<Vec<_>>(),
             "decode": {"context": args.context, "steps": args.decode_tokens, "seconds_per_token": step, "tokens_per_second": 1.0 / step,
                        "active_weight_bytes_per_token": active, "achieved_gb_per_s": gbps},
+            "components": parts.iter().map(|p| serde_json::json!({"name": p.name, "seconds": p.seconds,
+                "gb_per_s": p.bytes as f64 / p.seconds / 1e9})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -193,6 +257,14 @@ pub fn main(args: Args) -> Result<()> {
             args.context,
             args.decode_tokens
         );
+        if !parts.is_empty() {
+            println!();
+            println!("| component (median of 20, including one read-back) | ms | GB/s |");
+            println!("|---|---:|---:|");
+            for p in &parts {
+                println!("| {} | {:.3} | {:.1} |", p.name, p.seconds * 1e3, p.bytes as f64 / p.seconds / 1e9);
+            }
+        }
     }
     Ok(())
 }

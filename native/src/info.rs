@@ -32,7 +32,7 @@ pub fn main(args: Args) -> Result<()> {
     println!("residuals         {:?}-norm", config.norm);
     println!("experts           {} per layer, top-{}, FFN {}", config.moe.num_experts, config.moe.top_k, config.moe.intermediate_size);
     println!("vocabulary        {}", config.vocab_size);
-    println!("parameters        {:.3} B total, {:.3} B active per token", total as f64 / 1e9, active as f64 / 1e9);
+    println!("parameters        {} total, {} active per token", count(total), count(active));
     println!("stored weights    {}", bytes(stored));
     println!("device memory     {} (f32 matrices), {} (f16 matrices)", bytes(total * 4), bytes(total * 2));
     let state = lightning as u64 * (config.num_heads * config.head_dim * config.head_dim * 4) as u64;
@@ -68,3 +68,12 @@ fn stored_bytes(source: &WeightSource) -> u64 {
     }
 }
 
+
+/// 1234567 -> "1.23 M".
+fn count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n => format!("{:.1} K", n as f64 / 1e3),
+    }
+}

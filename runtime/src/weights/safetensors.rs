@@ -215,15 +215,13 @@ mod tests {
 
     #[test]
     fn half_types_decode() {
-        let h: Vec<u8> = [1.5f32, -2.0]
-            .iter()
-            .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
-            .collect();
-        let t = RawTensor {
-            dtype: StoredDType::BF16,
-            shape: &[2],
-            bytes: &h,
-        };
-        assert_eq!(t.to_f32(), vec![1.5, -2.0]);
+        let values = [1.5f32, -2.0, 0.099975586];
+        let bf: Vec<u8> = values.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
+        let f: Vec<u8> = values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        let decode = |dtype, bytes: &[u8]| RawTensor { dtype, shape: &[3], bytes }.to_f32();
+        assert_eq!(decode(StoredDType::F16, &f), values.to_vec());
+        let b = decode(StoredDType::BF16, &bf);
+        assert_eq!(&b[..2], &values[..2]);
+        assert!((b[2] - values[2]).abs() < 1e-3 && b[2] != values[2], "bf16 keeps 8 mantissa bits");
     }
 }
