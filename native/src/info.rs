@@ -17,7 +17,7 @@ pub fn main(args: Args) -> Result<()> {
     let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
     let config = ModelConfig::from_json(&text)?;
     let source = WeightSource::open_dir(dir)?;
-    let stored = stored_bytes(&source);
+    let stored = source.stored_bytes();
 
     let layout: String = config
         .layers
@@ -56,18 +56,6 @@ pub fn main(args: Args) -> Result<()> {
     }
     Ok(())
 }
-
-fn stored_bytes(source: &WeightSource) -> u64 {
-    match source {
-        WeightSource::Files(set) => set
-            .names()
-            .filter_map(|n| set.get(n).ok().flatten())
-            .map(|t| t.bytes.len() as u64)
-            .sum(),
-        WeightSource::Random { .. } => 0,
-    }
-}
-
 
 /// 1234567 -> "1.23 M".
 fn count(n: u64) -> String {

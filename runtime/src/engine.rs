@@ -9,7 +9,7 @@ use crate::error::{Error, RuntimeError};
 use crate::generate::{GenerateOptions, Generated, generate, prefill, read_logits};
 use crate::model::{Logits, Model, State};
 use crate::tokenizer::Tokenizer;
-use crate::weights::{StoredDType, WeightSource};
+use crate::weights::WeightSource;
 
 /// Storage type of the large matrices on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,15 +126,7 @@ fn matrix_dtype(choice: MatrixDType, selected: &Selected, source: &WeightSource)
         MatrixDType::F16 if f16_ok => DType::F16,
         MatrixDType::F16 => DType::F32,
         MatrixDType::Auto => {
-            let sixteen_bit = match source {
-                WeightSource::Files(set) => set
-                    .names()
-                    .next()
-                    .and_then(|n| set.get(n).ok().flatten())
-                    .is_some_and(|t| t.dtype != StoredDType::F32),
-                WeightSource::Random { .. } => true,
-            };
-            if f16_ok && sixteen_bit { DType::F16 } else { DType::F32 }
+            if f16_ok && source.is_narrow() { DType::F16 } else { DType::F32 }
         }
     }
 }

@@ -5,16 +5,72 @@ mod names;
 mod safetensors;
 
 pub use names::{MOE_PREFIXES, Names};
-pub use safetensors::{RawTensor, SafetensorsSet, ShardBytes, StoredDType, shard_files_from_index};
+pub use safetensors::{SafetensorsSet, shard_files_from_index};
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 
 use crate::error::WeightsError;
 
+/// Owner of a file's bytes: a memory map natively, a copy of an `ArrayBuffer` on the web.
+pub type ShardBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Element type of a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredDType {
+    F32,
+    F16,
+    BF16,
+}
+
+/// A typed view of one stored tensor, under its Hugging Face name and shape. The bytes are
+/// borrowed from the file where possible, owned where the format stores them differently.
+#[derive(Debug, Clone)]
+pub struct RawTensor<'a> {
+    pub dtype: StoredDType,
+    pub shape: Vec<usize>,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+impl RawTensor<'_> {
+    /// Decodes to f32 (little-endian storage; works on unaligned bytes).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let b = &self.bytes;
+        match self.dtype {
+            StoredDType::F32 => b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            StoredDType::F16 => b.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            StoredDType::BF16 => b.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        }
+    }
+
+    /// Rows `start..start + n` of this tensor seen as `[rows, cols]` (row-major; a row of a
+    /// block-quantised tensor is a whole number of blocks).
+    pub fn rows(&self, start: usize, n: usize, cols: usize) -> RawTensor<'_> {
+        let rows = self.shape.iter().product::<usize>() / cols.max(1);
+        let row = self.bytes.len() / rows.max(1);
+        RawTensor {
+            dtype: self.dtype,
+            shape: vec![n, cols],
+            bytes: Cow::Borrowed(&self.bytes[start * row..(start + n) * row]),
+        }
+    }
+}
+
+/// A set of stored tensors addressed by their Hugging Face names.
+pub trait TensorStore: Send + Sync {
+    fn contains(&self, name: &str) -> bool;
+    /// All tensor names, in no particular order.
+    fn names(&self) -> Vec<String>;
+    /// The stored tensor `name`, if present.
+    fn get(&self, name: &str) -> Result<Option<RawTensor<'_>>, WeightsError>;
+}
+
 /// Where weights come from.
 pub enum WeightSource {
-    /// Stored tensors (a Hugging Face checkpoint directory).
-    Files(SafetensorsSet),
+    /// Stored tensors: a Hugging Face checkpoint directory, or a GGUF file.
+    Files(Box<dyn TensorStore>),
     /// Random weights generated on the device: synthetic models for benchmarks.
     /// Matrices are drawn from N(0, std²); norm weights are ones.
     Random { std: f64 },
@@ -51,7 +107,32 @@ impl WeightSource {
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(&path))?;
             shards.push((path.display().to_string(), Arc::new(map) as ShardBytes));
         }
-        Ok(WeightSource::Files(SafetensorsSet::from_shards(shards)?))
+        Ok(WeightSource::Files(Box::new(SafetensorsSet::from_shards(shards)?)))
+    }
+
+    /// Total bytes of the stored tensors (0 for random weights).
+    pub fn stored_bytes(&self) -> u64 {
+        match self {
+            WeightSource::Files(set) => set
+                .names()
+                .iter()
+                .filter_map(|n| set.get(n).ok().flatten())
+                .map(|t| t.bytes.len() as u64)
+                .sum(),
+            WeightSource::Random { .. } => 0,
+        }
+    }
+
+    /// Whether the big matrices are stored in fewer than 32 bits (random weights count as 16).
+    pub fn is_narrow(&self) -> bool {
+        match self {
+            WeightSource::Files(set) => set
+                .get(&Names.embed())
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.dtype != StoredDType::F32),
+            WeightSource::Random { .. } => true,
+        }
     }
 
     /// Whether tensor `name` exists (always true for random weights).
@@ -110,13 +191,8 @@ impl Loader<'_> {
         match self.source {
             WeightSource::Random { std } => Ok(Tensor::random(block, Distribution::Normal(0.0, *std), options)),
             WeightSource::Files(set) => {
-                let raw = self.raw(set, name, stored)?;
-                let row = cols * raw.bytes.len() / stored.iter().product::<usize>().max(1);
-                let part = RawTensor {
-                    dtype: raw.dtype,
-                    shape: &block,
-                    bytes: &raw.bytes[start * row..(start + n) * row],
-                };
+                let raw = self.raw(set.as_ref(), name, stored)?;
+                let part = raw.rows(start, n, cols);
                 Ok(Tensor::from_data(TensorData::new(part.to_f32(), block), options))
             }
         }
@@ -141,7 +217,7 @@ impl Loader<'_> {
         self.row_block(name, &stacked, index * r, r, c)
     }
 
-    fn raw<'s>(&self, set: &'s SafetensorsSet, name: &str, shape: &[usize]) -> Result<RawTensor<'s>, WeightsError> {
+    fn raw<'s>(&self, set: &'s dyn TensorStore, name: &str, shape: &[usize]) -> Result<RawTensor<'s>, WeightsError> {
         let raw = set.get(name)?.ok_or_else(|| WeightsError::Missing {
             name: name.to_string(),
             expected: shape.to_vec(),
@@ -171,7 +247,7 @@ impl Loader<'_> {
                 Tensor::random(shape, Distribution::Normal(0.0, *std), options)
             }),
             WeightSource::Files(set) => {
-                let raw = self.raw(set, name, &shape)?;
+                let raw = self.raw(set.as_ref(), name, &shape)?;
                 let data = TensorData::new(raw.to_f32(), shape);
                 Ok(Tensor::from_data(data, options))
             }

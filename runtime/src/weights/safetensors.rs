@@ -4,54 +4,13 @@
 //! the reader code is shared. Only the header is parsed up front; tensor bytes are sliced out
 //! on demand.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorInfo};
 
+use super::{RawTensor, ShardBytes, StoredDType, TensorStore};
 use crate::error::WeightsError;
-
-/// Element type of a stored tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoredDType {
-    F32,
-    F16,
-    BF16,
-}
-
-/// A borrowed, typed view of one stored tensor.
-#[derive(Debug, Clone, Copy)]
-pub struct RawTensor<'a> {
-    pub dtype: StoredDType,
-    pub shape: &'a [usize],
-    pub bytes: &'a [u8],
-}
-
-impl RawTensor<'_> {
-    /// Decodes to f32 (little-endian storage; works on unaligned bytes).
-    pub fn to_f32(&self) -> Vec<f32> {
-        match self.dtype {
-            StoredDType::F32 => self
-                .bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            StoredDType::F16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            StoredDType::BF16 => self
-                .bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-        }
-    }
-}
-
-/// Owner of a shard's bytes.
-pub type ShardBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 struct Shard {
     path: String,
@@ -106,17 +65,18 @@ impl SafetensorsSet {
         Ok(set)
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+}
+
+impl TensorStore for SafetensorsSet {
+    fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
 
-    /// All tensor names, in no particular order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(String::as_str)
+    fn names(&self) -> Vec<String> {
+        self.index.keys().cloned().collect()
     }
 
-    /// The stored tensor `name`, if present.
-    pub fn get(&self, name: &str) -> Result<Option<RawTensor<'_>>, WeightsError> {
+    fn get(&self, name: &str) -> Result<Option<RawTensor<'_>>, WeightsError> {
         let Some(&i) = self.index.get(name) else {
             return Ok(None);
         };
@@ -137,8 +97,8 @@ impl SafetensorsSet {
         let bytes = &(*shard.bytes).as_ref()[shard.data_start + start..shard.data_start + end];
         Ok(Some(RawTensor {
             dtype,
-            shape: &info.shape,
-            bytes,
+            shape: info.shape.clone(),
+            bytes: Cow::Borrowed(bytes),
         }))
     }
 }
@@ -173,6 +133,7 @@ pub fn shard_files_from_index(text: &str, path: &str) -> Result<Vec<String>, Wei
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn shard(tensors: &[(&str, Vec<f32>, Vec<usize>)]) -> ShardBytes {
         let owned: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
@@ -218,7 +179,14 @@ mod tests {
         let values = [1.5f32, -2.0, 0.099975586];
         let bf: Vec<u8> = values.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
         let f: Vec<u8> = values.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
-        let decode = |dtype, bytes: &[u8]| RawTensor { dtype, shape: &[3], bytes }.to_f32();
+        let decode = |dtype, bytes: &[u8]| {
+            RawTensor {
+                dtype,
+                shape: vec![3],
+                bytes: Cow::Borrowed(bytes),
+            }
+            .to_f32()
+        };
         assert_eq!(decode(StoredDType::F16, &f), values.to_vec());
         let b = decode(StoredDType::BF16, &bf);
         assert_eq!(&b[..2], &values[..2]);
