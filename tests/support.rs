@@ -7,11 +7,14 @@ use minimax_runtime::device::BackendChoice;
 use minimax_runtime::{Engine, MatrixDType, RuntimeOptions};
 
 /// All committed fixture models (see `tests/oracle/README.md`).
-pub const FIXTURES: [&str; 4] = [
+pub const FIXTURES: [&str; 7] = [
     "minimax-7to1",
     "minimax-sharded-bf16",
     "minimax-remote-code",
     "minimax-partial-rope",
+    "llama-tied",
+    "mixtral-moe",
+    "qwen2-bias",
 ];
 
 pub fn fixture(name: &str) -> PathBuf {

@@ -98,7 +98,7 @@ fn components(model: &minimax_runtime::model::Model) -> Result<Vec<Component>> {
         seconds: time(&mut || read(tiny.clone() + 1.0))?,
         bytes: 0,
     });
-    let (h, f, hd) = (c.hidden_size, c.moe.intermediate_size, c.num_heads * c.head_dim);
+    let (h, f, hd) = (c.hidden_size, c.ffn.intermediate_size(), c.num_heads * c.head_dim);
     let shapes = [
         ("lightning qkv_proj", 3 * hd, h),
         ("expert gate_up (w1+w3)", 2 * f, h),
@@ -144,7 +144,9 @@ fn active_bytes(c: &ModelConfig, matrix_bytes: u64) -> u64 {
     let (h, d) = (c.hidden_size as u64, c.head_dim as u64);
     let hd = c.num_heads as u64 * d;
     let kvd = c.num_kv_heads as u64 * d;
-    let f = c.moe.intermediate_size as u64;
+    let f = c.ffn.intermediate_size() as u64;
+    let (experts, top_k) = c.ffn.experts();
+    let router = if experts > 1 { experts as u64 * h } else { 0 };
     let mut matrices = h + c.vocab_size as u64 * h;
     let mut f32s = 0;
     for layer in &c.layers {
@@ -152,8 +154,8 @@ fn active_bytes(c: &ModelConfig, matrix_bytes: u64) -> u64 {
             LayerKind::Lightning => 3 * h * hd + 2 * h * hd,
             LayerKind::Softmax => 2 * h * hd + 2 * h * kvd,
         };
-        matrices += c.moe.top_k as u64 * 3 * h * f;
-        f32s += c.moe.num_experts as u64 * h;
+        matrices += top_k as u64 * 3 * h * f;
+        f32s += router;
     }
     matrices * matrix_bytes + f32s * 4
 }

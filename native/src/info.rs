@@ -1,6 +1,6 @@
 //! `minimax info`: layout, sizes and the adapter, without loading the weights.
 
-use minimax_runtime::config::{LayerKind, ModelConfig};
+use minimax_runtime::config::{Ffn, LayerKind, ModelConfig};
 use minimax_runtime::device;
 use minimax_runtime::weights::WeightSource;
 
@@ -30,7 +30,10 @@ pub fn main(args: Args) -> Result<()> {
     println!("layers            {} ({lightning} lightning, {} softmax): {layout}", config.num_layers(), config.num_layers() - lightning);
     println!("hidden            {}, {} heads x {} (KV heads {}), RoPE on {} dims, theta {}", config.hidden_size, config.num_heads, config.head_dim, config.num_kv_heads, config.rotary_dim, config.rope_theta);
     println!("residuals         {:?}-norm", config.norm);
-    println!("experts           {} per layer, top-{}, FFN {}", config.moe.num_experts, config.moe.top_k, config.moe.intermediate_size);
+    match config.ffn {
+        Ffn::Moe(m) => println!("experts           {} per layer, top-{}, FFN {}", m.num_experts, m.top_k, m.intermediate_size),
+        Ffn::Dense { intermediate_size } => println!("ffn               dense SwiGLU, {intermediate_size}"),
+    }
     println!("vocabulary        {}", config.vocab_size);
     println!("parameters        {} total, {} active per token", count(total), count(active));
     println!("stored weights    {}", bytes(stored));

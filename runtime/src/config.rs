@@ -8,6 +8,10 @@
 //!   `attn_type_list` (0 lightning, 1 softmax), `layernorm_*_alpha/beta`, `rotary_dim`,
 //!   `postnorm`.
 //!
+//! Llama-family configs (`llama`, `mistral`, `mixtral`, `qwen2`) are the degenerate case of
+//! the same architecture: every layer softmax, pre-norm residuals, a dense SwiGLU MLP or a
+//! MoE, full RoPE.
+//!
 //! Layer kinds always come from the config's list, never from a `i % 8 == 7` rule.
 
 use serde::Deserialize;
@@ -55,12 +59,37 @@ pub struct LayerConfig {
     pub mlp_beta: f32,
 }
 
-/// The feed-forward block of every layer.
+/// A sparse mixture of SwiGLU experts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MoeConfig {
     pub num_experts: usize,
     pub top_k: usize,
     pub intermediate_size: usize,
+}
+
+/// The feed-forward block of every layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ffn {
+    Moe(MoeConfig),
+    /// One SwiGLU MLP (Llama, Mistral, Qwen2).
+    Dense { intermediate_size: usize },
+}
+
+impl Ffn {
+    pub fn intermediate_size(&self) -> usize {
+        match self {
+            Ffn::Moe(m) => m.intermediate_size,
+            Ffn::Dense { intermediate_size } => *intermediate_size,
+        }
+    }
+
+    /// `(experts per layer, experts used per token)`; a dense MLP counts as one of one.
+    pub fn experts(&self) -> (usize, usize) {
+        match self {
+            Ffn::Moe(m) => (m.num_experts, m.top_k),
+            Ffn::Dense { .. } => (1, 1),
+        }
+    }
 }
 
 /// A validated model configuration.
@@ -83,7 +112,12 @@ pub struct ModelConfig {
     pub max_position_embeddings: usize,
     pub norm: NormPlacement,
     pub slopes: SlopeSchedule,
-    pub moe: MoeConfig,
+    pub ffn: Ffn,
+    /// Biases on the q, k and v projections (Qwen2).
+    pub attention_bias: bool,
+    /// Softmax layers attend only to this many past positions (Mistral v0.1); inputs beyond it
+    /// are rejected rather than computed wrongly.
+    pub sliding_window: Option<usize>,
     pub layers: Vec<LayerConfig>,
     pub tie_word_embeddings: bool,
     pub bos_token_id: Option<u32>,
@@ -133,9 +167,9 @@ impl ModelConfig {
         let c = self.hidden_size as u64;
         let hd = (self.num_heads * self.head_dim) as u64;
         let kvd = (self.num_kv_heads * self.head_dim) as u64;
-        let f = self.moe.intermediate_size as u64;
-        let e = self.moe.num_experts as u64;
-        let k = self.moe.top_k as u64;
+        let f = self.ffn.intermediate_size() as u64;
+        let (e, k) = self.ffn.experts();
+        let (e, k) = (e as u64, k as u64);
         let vocab = self.vocab_size as u64;
         let mut total = vocab * c + c; // embeddings + final norm
         if !self.tie_word_embeddings {
@@ -147,7 +181,7 @@ impl ModelConfig {
                 LayerKind::Lightning => c * 3 * hd + c * hd + hd * c + hd,
                 LayerKind::Softmax => c * hd + 2 * c * kvd + hd * c,
             };
-            let router = if e > 1 { e * c } else { 0 };
+            let router = if matches!(self.ffn, Ffn::Moe(_)) { e * c } else { 0 };
             let common = attn + router + 2 * c;
             total += common + e * 3 * c * f;
             active += common + k * 3 * c * f;
@@ -221,6 +255,8 @@ struct RawConfig {
     layernorm_linear_attention_beta: Option<f64>,
     layernorm_mlp_alpha: Option<f64>,
     layernorm_mlp_beta: Option<f64>,
+    attention_bias: Option<bool>,
+    use_sliding_window: Option<bool>,
 }
 
 /// Which config dialect a file is written in.
@@ -228,6 +264,8 @@ struct RawConfig {
 enum Dialect {
     HuggingFace,
     RemoteCode,
+    /// Llama, Mistral, Mixtral, Qwen2: softmax only, pre-norm.
+    Llama,
 }
 
 fn token_ids(value: &Option<Value>) -> Result<Vec<u32>, ConfigError> {
@@ -273,8 +311,9 @@ impl RawConfig {
         }
         match self.model_type.as_deref() {
             Some("minimax") => Ok(Dialect::HuggingFace),
+            Some("llama" | "mistral" | "mixtral" | "qwen2") => Ok(Dialect::Llama),
             Some(other) => Err(ConfigError::Unsupported(format!(
-                "model_type `{other}` (supported: minimax, minimax_text_01, minimax_m1)"
+                "model_type `{other}` (supported: minimax, minimax_text_01, minimax_m1, llama, mistral, mixtral, qwen2)"
             ))),
             None => Err(ConfigError::Missing("model_type")),
         }
@@ -310,9 +349,14 @@ impl RawConfig {
         {
             return Err(ConfigError::Unsupported(format!("hidden_act `{act}` (only silu)")));
         }
-        if !is_unset(&self.sliding_window) {
-            return Err(ConfigError::Unsupported("sliding_window attention".into()));
-        }
+        // Qwen2 writes a window but disables it with `use_sliding_window: false`.
+        let sliding_window = match (&self.sliding_window, self.use_sliding_window) {
+            (_, Some(false)) => None,
+            (w, _) if is_unset(w) => None,
+            (Some(Value::Number(n)), _) => n.as_u64().map(|n| n as usize),
+            (Some(other), _) => return Err(ConfigError::Invalid(format!("sliding_window {other}"))),
+            (None, _) => None,
+        };
         if !is_unset(&self.shared_intermediate_size) {
             return Err(ConfigError::Unsupported("shared experts (shared_intermediate_size > 0)".into()));
         }
@@ -321,24 +365,33 @@ impl RawConfig {
         let kinds = self.layer_kinds(dialect, num_layers)?;
         let layers = self.residual_factors(dialect, &kinds);
 
-        let num_experts = self
-            .num_local_experts
-            .ok_or(ConfigError::Missing("num_local_experts"))?;
-        let top_k = self.num_experts_per_tok.unwrap_or(2);
-        if num_experts == 0 || top_k == 0 || top_k > num_experts {
-            return Err(ConfigError::Invalid(format!(
-                "num_experts_per_tok ({top_k}) must be in 1..={num_experts}"
-            )));
-        }
         let intermediate_size = self
             .intermediate_size
             .ok_or(ConfigError::Missing("intermediate_size"))?;
+        let ffn = match (dialect, self.num_local_experts) {
+            (Dialect::Llama, None) => Ffn::Dense { intermediate_size },
+            (_, None) => return Err(ConfigError::Missing("num_local_experts")),
+            (_, Some(num_experts)) => {
+                let top_k = self.num_experts_per_tok.unwrap_or(2);
+                if num_experts == 0 || top_k == 0 || top_k > num_experts {
+                    return Err(ConfigError::Invalid(format!(
+                        "num_experts_per_tok ({top_k}) must be in 1..={num_experts}"
+                    )));
+                }
+                Ffn::Moe(MoeConfig {
+                    num_experts,
+                    top_k,
+                    intermediate_size,
+                })
+            }
+        };
 
         let norm = match (dialect, self.postnorm) {
             (Dialect::HuggingFace, _) => NormPlacement::Post,
-            (Dialect::RemoteCode, Some(false)) => NormPlacement::Pre,
+            (Dialect::RemoteCode, Some(false)) | (Dialect::Llama, _) => NormPlacement::Pre,
             (Dialect::RemoteCode, _) => NormPlacement::Post,
         };
+        let qwen2 = self.model_type.as_deref() == Some("qwen2");
 
         Ok(ModelConfig {
             model_type: self.model_type.clone().unwrap_or_default(),
@@ -354,14 +407,12 @@ impl RawConfig {
             max_position_embeddings: self.max_position_embeddings.unwrap_or(4096 * 32),
             norm,
             slopes: match dialect {
-                Dialect::HuggingFace => SlopeSchedule::HuggingFace,
                 Dialect::RemoteCode => SlopeSchedule::Original,
+                Dialect::HuggingFace | Dialect::Llama => SlopeSchedule::HuggingFace,
             },
-            moe: MoeConfig {
-                num_experts,
-                top_k,
-                intermediate_size,
-            },
+            ffn,
+            attention_bias: self.attention_bias.unwrap_or(qwen2),
+            sliding_window,
             layers,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
             bos_token_id: token_ids(&self.bos_token_id)?.first().copied(),
@@ -391,7 +442,7 @@ impl RawConfig {
             .or(self.rope_theta)
             .unwrap_or(match dialect {
                 Dialect::HuggingFace => 1e6,
-                Dialect::RemoteCode => 1e4,
+                Dialect::RemoteCode | Dialect::Llama => 1e4,
             });
         let factor = params
             .and_then(|p| p.get("partial_rotary_factor"))
@@ -423,6 +474,7 @@ impl RawConfig {
                     })
                     .collect::<Result<_, _>>()?
             }
+            Dialect::Llama => vec![LayerKind::Softmax; num_layers],
             Dialect::RemoteCode => {
                 let types = self
                     .attn_type_list
@@ -455,6 +507,7 @@ impl RawConfig {
                 (f(self.linear_attn_alpha_factor), f(self.linear_attn_beta_factor)),
                 (f(self.mlp_alpha_factor), f(self.mlp_beta_factor)),
             ),
+            Dialect::Llama => ((1.0, 1.0), (1.0, 1.0), (1.0, 1.0)),
             Dialect::RemoteCode => (
                 (
                     f(self.layernorm_full_attention_alpha),
@@ -545,6 +598,39 @@ mod tests {
         let mut j = hf();
         j["hidden_act"] = "gelu".into();
         assert!(ModelConfig::from_json(&j.to_string()).unwrap_err().to_string().contains("gelu"));
+    }
+
+    #[test]
+    fn llama_family() {
+        let llama = serde_json::json!({
+            "model_type": "llama", "vocab_size": 100, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "rope_theta": 100000.0, "tie_word_embeddings": true
+        });
+        let c = ModelConfig::from_json(&llama.to_string()).unwrap();
+        assert!(c.layers.iter().all(|l| l.kind == LayerKind::Softmax && l.attn_alpha == 1.0));
+        assert_eq!(c.norm, NormPlacement::Pre);
+        assert_eq!(c.ffn, Ffn::Dense { intermediate_size: 64 });
+        assert!(c.tie_word_embeddings && !c.attention_bias);
+        assert_eq!((c.head_dim, c.rotary_dim), (8, 8));
+
+        let mut mixtral = llama.clone();
+        mixtral["model_type"] = "mixtral".into();
+        mixtral["num_local_experts"] = 4.into();
+        let c = ModelConfig::from_json(&mixtral.to_string()).unwrap();
+        assert_eq!(c.ffn.experts(), (4, 2));
+
+        let mut qwen = llama.clone();
+        qwen["model_type"] = "qwen2".into();
+        qwen["sliding_window"] = 4096.into();
+        qwen["use_sliding_window"] = false.into();
+        let c = ModelConfig::from_json(&qwen.to_string()).unwrap();
+        assert!(c.attention_bias && c.sliding_window.is_none());
+
+        let mut mistral = llama;
+        mistral["model_type"] = "mistral".into();
+        mistral["sliding_window"] = 4096.into();
+        assert_eq!(ModelConfig::from_json(&mistral.to_string()).unwrap().sliding_window, Some(4096));
     }
 
     #[test]

@@ -29,10 +29,18 @@ impl Attention {
         let n = Names;
         let c = config.hidden_size;
         let (hd, kvd) = (config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim);
+        let projection = |part: &str, out: usize| {
+            let linear = Linear::load(loader, &n.attn(layer, part), out, c)?;
+            if config.attention_bias {
+                linear.with_bias(loader, &n.attn_bias(layer, part))
+            } else {
+                Ok(linear)
+            }
+        };
         Ok(Self {
-            q: Linear::load(loader, &n.attn(layer, "q_proj"), hd, c)?,
-            k: Linear::load(loader, &n.attn(layer, "k_proj"), kvd, c)?,
-            v: Linear::load(loader, &n.attn(layer, "v_proj"), kvd, c)?,
+            q: projection("q_proj", hd)?,
+            k: projection("k_proj", kvd)?,
+            v: projection("v_proj", kvd)?,
             o: Linear::load(loader, &n.attn(layer, "o_proj"), c, hd)?,
             heads: config.num_heads,
             kv_heads: config.num_kv_heads,

@@ -1,4 +1,4 @@
-//! One decoder layer: a token mixer (lightning or softmax attention) and a MoE FFN, each in
+//! One decoder layer: a token mixer (lightning or softmax attention) and a MoE or dense FFN, each in
 //! a residual branch weighted by the layer's alpha/beta factors.
 //!
 //! Post-norm (MiniMax): `a = norm(x)`, `x' = alpha · a + beta · f(a)`, i.e. the residual is
@@ -9,9 +9,9 @@ use burn::tensor::{Device, Tensor};
 
 use super::attention::Attention;
 use super::lightning::LightningAttention;
-use super::moe::Moe;
+use super::moe::{Expert, Moe};
 use super::state::LayerState;
-use crate::config::{LayerConfig, LayerKind, ModelConfig};
+use crate::config::{Ffn, LayerConfig, LayerKind, ModelConfig};
 use crate::error::{Error, WeightsError};
 use crate::weights::{Loader, Names};
 
@@ -22,12 +22,29 @@ pub enum Mixer {
 }
 
 #[derive(Debug, Clone)]
+pub enum FeedForward {
+    Moe(Moe),
+    Dense(Expert),
+}
+
+impl FeedForward {
+    /// # Shapes
+    /// `x`: `[T, C]` → `[T, C]`.
+    pub async fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, Error> {
+        match self {
+            FeedForward::Moe(moe) => moe.forward(x).await,
+            FeedForward::Dense(mlp) => Ok(mlp.forward(x)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Layer {
     pub config: LayerConfig,
     pub input_norm: Tensor<1>,
     pub post_attention_norm: Tensor<1>,
     pub mixer: Mixer,
-    pub moe: Moe,
+    pub ffn: FeedForward,
 }
 
 impl Layer {
@@ -44,7 +61,10 @@ impl Layer {
             input_norm: loader.vector(&n.input_norm(index), [c])?,
             post_attention_norm: loader.vector(&n.post_attention_norm(index), [c])?,
             mixer,
-            moe: Moe::load(config, index, loader)?,
+            ffn: match &config.ffn {
+                Ffn::Moe(moe) => FeedForward::Moe(Moe::load(moe, c, index, loader)?),
+                Ffn::Dense { .. } => FeedForward::Dense(Expert::load_dense(config, index, loader)?),
+            },
         })
     }
 

@@ -8,21 +8,32 @@ use burn::tensor::{DType, Tensor};
 use crate::error::WeightsError;
 use crate::weights::Loader;
 
-/// `W`: `[out, in]` as stored in checkpoints, as one or more row blocks.
+/// `W`: `[out, in]` as stored in checkpoints, as one or more row blocks; `b`: `[out]` (f32).
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub parts: Vec<Tensor<2>>,
+    pub bias: Option<Tensor<1>>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor<2>) -> Self {
-        Self { parts: vec![weight] }
+        Self {
+            parts: vec![weight],
+            bias: None,
+        }
     }
 
     pub fn load(loader: &Loader<'_>, name: &str, out: usize, input: usize) -> Result<Self, WeightsError> {
         Ok(Self {
             parts: loader.matrix_rows(name, [out, input])?,
+            bias: None,
         })
+    }
+
+    /// Adds the bias vector `name` (`[out]`).
+    pub fn with_bias(mut self, loader: &Loader<'_>, name: &str) -> Result<Self, WeightsError> {
+        self.bias = Some(loader.vector(name, [self.out_features()])?);
+        Ok(self)
     }
 
     /// # Shapes
@@ -36,7 +47,11 @@ impl Linear {
             .map(|w| x.clone().matmul(w.clone().transpose()))
             .collect();
         let y = if ys.len() == 1 { ys.pop().unwrap() } else { Tensor::cat(ys, 1) };
-        if dtype == DType::F32 { y } else { y.cast(DType::F32) }
+        let y = if dtype == DType::F32 { y } else { y.cast(DType::F32) };
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze_dim::<2>(0),
+            None => y,
+        }
     }
 
     pub fn out_features(&self) -> usize {

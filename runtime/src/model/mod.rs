@@ -154,12 +154,12 @@ impl Model {
             return Err(RuntimeError::TokenOutOfRange { id, vocab }.into());
         }
         let needed = state.position + t;
-        if needed > self.config.max_position_embeddings {
-            return Err(RuntimeError::ContextOverflow {
-                needed,
-                max: self.config.max_position_embeddings,
-            }
-            .into());
+        let max = self
+            .config
+            .sliding_window
+            .map_or(self.config.max_position_embeddings, |w| w.min(self.config.max_position_embeddings));
+        if needed > max {
+            return Err(RuntimeError::ContextOverflow { needed, max }.into());
         }
         let mut x = self.embed_tokens(tokens);
 
@@ -179,7 +179,7 @@ impl Model {
                 &layer.post_attention_norm,
                 eps,
             )?;
-            let ffn = layer.moe.forward(b.clone()).await?;
+            let ffn = layer.ffn.forward(b.clone()).await?;
             x = if post { b } else { h };
             pending = Some((ffn, layer.config.mlp_alpha, layer.config.mlp_beta));
         }

@@ -8,7 +8,7 @@
 use burn::tensor::{Tensor, activation};
 
 use super::linear::Linear;
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, MoeConfig};
 use crate::error::{Error, RuntimeError, WeightsError};
 use crate::kernels::{moe_gather::moe_gather, moe_route::moe_route, moe_scatter::moe_scatter};
 use crate::weights::{Loader, MOE_PREFIXES, Names};
@@ -23,6 +23,18 @@ pub struct Expert {
 }
 
 impl Expert {
+    /// The dense SwiGLU MLP of a Llama-family layer: `gate_proj`, `up_proj`, `down_proj`.
+    pub fn load_dense(config: &ModelConfig, layer: usize, loader: &Loader<'_>) -> Result<Self, WeightsError> {
+        let n = Names;
+        let (c, f) = (config.hidden_size, config.ffn.intermediate_size());
+        let gate = loader.matrix(&n.mlp(layer, "gate_proj"), [f, c])?;
+        let up = loader.matrix(&n.mlp(layer, "up_proj"), [f, c])?;
+        Ok(Self {
+            gate_up: Linear::new(Tensor::cat(vec![gate, up], 0)),
+            down: Linear::load(loader, &n.mlp(layer, "down_proj"), c, f)?,
+        })
+    }
+
     /// # Shapes
     /// `x`: `[N, C]` → `[N, C]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
@@ -43,9 +55,9 @@ pub struct Moe {
 
 impl Moe {
     /// Loads either expert layout (see [`crate::weights::names`]).
-    pub fn load(config: &ModelConfig, layer: usize, loader: &Loader<'_>) -> Result<Self, WeightsError> {
+    pub fn load(config: &MoeConfig, hidden: usize, layer: usize, loader: &Loader<'_>) -> Result<Self, WeightsError> {
         let n = Names;
-        let (c, f, e) = (config.hidden_size, config.moe.intermediate_size, config.moe.num_experts);
+        let (c, f, e) = (hidden, config.intermediate_size, config.num_experts);
         let prefix = MOE_PREFIXES
             .into_iter()
             .find(|p| loader.source.has(&n.router(layer, p)))
@@ -74,7 +86,7 @@ impl Moe {
         Ok(Self {
             router,
             experts,
-            top_k: config.moe.top_k,
+            top_k: config.top_k,
         })
     }
 

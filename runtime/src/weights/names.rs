@@ -6,6 +6,8 @@
 //! - fused: `…mlp.experts.gate_up_proj` `[E, 2F, C]` (gate rows first, then up) and
 //!   `…mlp.experts.down_proj` `[E, C, F]` (transformers 5).
 //!
+//! Llama-family dense MLPs are `…mlp.gate_proj/up_proj/down_proj.weight`.
+//!
 //! The saved lightning decay buffers (`slope_rate`, `query_decay`, `key_decay`,
 //! `diagonal_decay`) are never read: the rates are recomputed from the config.
 
@@ -39,6 +41,14 @@ impl Names {
     /// q_proj, k_proj, v_proj, o_proj (softmax).
     pub fn attn(&self, i: usize, part: &str) -> String {
         self.layer(i, &format!("self_attn.{part}.weight"))
+    }
+    /// `self_attn.{part}.bias` (Qwen2's q, k and v biases).
+    pub fn attn_bias(&self, i: usize, part: &str) -> String {
+        self.layer(i, &format!("self_attn.{part}.bias"))
+    }
+    /// A dense MLP's `gate_proj`, `up_proj` or `down_proj` (Llama family).
+    pub fn mlp(&self, i: usize, part: &str) -> String {
+        self.layer(i, &format!("mlp.{part}.weight"))
     }
     pub fn router(&self, i: usize, prefix: &str) -> String {
         self.layer(i, &format!("{prefix}.gate.weight"))
