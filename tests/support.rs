@@ -79,11 +79,16 @@ pub fn backends() -> Vec<BackendChoice> {
 
 /// Loads a fixture with f32 matrices on `backend`.
 pub fn engine(name: &str, backend: BackendChoice) -> Engine {
+    engine_at(&fixture(name), backend)
+}
+
+/// Loads the model directory `dir` with f32 matrices on `backend`.
+pub fn engine_at(dir: &Path, backend: BackendChoice) -> Engine {
     let options = RuntimeOptions {
         backend,
         matrix_dtype: MatrixDType::F32,
     };
-    Engine::load_dir(&fixture(name), &options).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+    Engine::load_dir(dir, &options).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }
 
 /// The `minimax` binary built next to the test executable (cargo builds the workspace's

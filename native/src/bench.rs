@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use clap::ValueEnum;
 use minimax_runtime::config::{LayerKind, ModelConfig};
-use minimax_runtime::device::{self, BackendChoice};
+use minimax_runtime::device;
 use minimax_runtime::generate::read_logits;
 use minimax_runtime::model::Logits;
 use minimax_runtime::weights::WeightSource;
-use minimax_runtime::{Engine, MatrixDType, RuntimeOptions};
+use minimax_runtime::{Engine, ModelFiles};
 
-use crate::common::{Result, bytes};
+use crate::common::{ModelArgs, Result, bytes};
 
 /// Built-in synthetic models with random weights, generated on the device.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -25,21 +25,14 @@ pub enum Synthetic {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Hugging Face model directory to benchmark.
-    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
-    pub model: Option<std::path::PathBuf>,
-    /// Benchmark a synthetic random-weight model instead.
-    #[arg(long, value_enum)]
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Benchmark a synthetic random-weight model instead of `--model`.
+    #[arg(long, value_enum, conflicts_with = "model")]
     pub synthetic: Option<Synthetic>,
     /// Layers of the synthetic model (every 8th softmax, and the last one if fewer than 8).
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
-    /// Backend: auto, gpu or cpu.
-    #[arg(long, default_value = "auto")]
-    pub backend: BackendChoice,
-    /// Storage type of the large matrices: f32, f16 or auto.
-    #[arg(long, default_value = "auto")]
-    pub dtype: MatrixDType,
     /// Prompt lengths to time prefill at.
     #[arg(long, default_value = "128,512,2048", value_delimiter = ',')]
     pub prompt_lengths: Vec<usize>,
@@ -171,21 +164,23 @@ fn prompt(len: usize, vocab: usize, salt: usize) -> Vec<u32> {
 }
 
 pub fn main(args: Args) -> Result<()> {
-    let options = RuntimeOptions {
-        backend: args.backend,
-        matrix_dtype: args.dtype,
-    };
     let load_start = Instant::now();
-    let (engine, name) = match (&args.model, args.synthetic) {
-        (Some(dir), _) => (Engine::load_dir(dir, &options)?, dir.display().to_string()),
-        (None, Some(kind)) => {
-            let config = synthetic_config(kind, args.layers);
-            let selected = device::select(args.backend)?;
-            let engine = Engine::from_parts(&config, &WeightSource::Random { std: 0.02 }, None, selected, &options)?;
-            (engine, format!("synthetic {kind:?} ({} layers)", args.layers))
+    let (files, name) = match args.synthetic {
+        Some(kind) => {
+            let files = ModelFiles {
+                config_json: synthetic_config(kind, args.layers),
+                weights: WeightSource::Random { std: 0.02 },
+                tokenizer_json: None,
+                tokenizer_config_json: None,
+            };
+            (files, format!("synthetic {kind:?} ({} layers)", args.layers))
         }
-        (None, None) => unreachable!("clap requires one of them"),
+        None => {
+            let name = args.model.model.as_ref().map_or("embedded demo model".into(), |d| d.display().to_string());
+            (args.model.files()?, name)
+        }
     };
+    let engine = Engine::new(files, device::select(args.model.backend)?, &args.model.options())?;
     if let Some(notice) = &engine.selected.notice {
         eprintln!("note: {notice}");
     }

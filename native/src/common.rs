@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use minimax_runtime::device::BackendChoice;
-use minimax_runtime::{Engine, MatrixDType, RuntimeOptions};
+use minimax_runtime::device::{self, BackendChoice};
+use minimax_runtime::{Engine, MatrixDType, ModelFiles, RuntimeOptions};
 
 /// The result type of the subcommands.
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -12,9 +12,10 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// Where the model comes from and where it runs.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json); the
+    /// embedded demo model when absent.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Backend: auto (a hardware GPU, else the CPU), gpu (any wgpu adapter) or cpu.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
@@ -31,12 +32,21 @@ impl ModelArgs {
         }
     }
 
+    /// The model's files: a directory's, or the embedded demo model's.
+    pub fn files(&self) -> Result<ModelFiles> {
+        match &self.model {
+            None => Ok(crate::demo::files()?),
+            Some(dir) if !dir.join("config.json").exists() => {
+                Err(format!("{} has no config.json", dir.display()).into())
+            }
+            Some(dir) => Ok(ModelFiles::read_dir(dir)?),
+        }
+    }
+
     /// Loads the model, printing the CPU fallback notice if there is one.
     pub fn load(&self) -> Result<Engine> {
-        if !self.model.join("config.json").exists() {
-            return Err(format!("{} has no config.json", self.model.display()).into());
-        }
-        let engine = Engine::load_dir(&self.model, &self.options())?;
+        let files = self.files()?;
+        let engine = Engine::new(files, device::select(self.backend)?, &self.options())?;
         if let Some(notice) = &engine.selected.notice {
             eprintln!("note: {notice}");
         }

@@ -2,7 +2,6 @@
 
 use minimax_runtime::config::{Ffn, LayerKind, ModelConfig};
 use minimax_runtime::device;
-use minimax_runtime::weights::WeightSource;
 
 use crate::common::{ModelArgs, Result, bytes};
 
@@ -13,11 +12,9 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<()> {
-    let dir = &args.model.model;
-    let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| format!("{}/config.json: {e}", dir.display()))?;
-    let config = ModelConfig::from_json(&text)?;
-    let source = WeightSource::open_dir(dir)?;
-    let stored = source.stored_bytes();
+    let files = args.model.files()?;
+    let config = ModelConfig::from_json(&files.config_json)?;
+    let stored = files.weights.stored_bytes();
 
     let layout: String = config
         .layers

@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod demo;
 mod info;
 mod logits;
 mod run;

@@ -137,7 +137,7 @@ async fn wgpu_device_async() -> Result<(Device, AdapterSummary), RuntimeError> {
 pub fn has_hardware_adapter() -> bool {
     use burn::tensor::wgpu::wgpu;
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
         .iter()
         .any(|a| a.get_info().device_type != wgpu::DeviceType::Cpu)
 }

@@ -9,7 +9,9 @@ use crate::error::{Error, RuntimeError};
 use crate::generate::{GenerateOptions, Generated, generate, prefill, read_logits};
 use crate::model::{Logits, Model, State};
 use crate::tokenizer::Tokenizer;
-use crate::weights::WeightSource;
+use crate::chat::ChatTemplate;
+use crate::error::WeightsError;
+use crate::weights::{SafetensorsSet, ShardBytes, WeightSource};
 
 /// Storage type of the large matrices on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,10 +42,54 @@ pub struct RuntimeOptions {
     pub matrix_dtype: MatrixDType,
 }
 
+/// Everything a model consists of, in memory (or memory-mapped): what a directory, a GGUF
+/// file, the embedded demo model and the browser's downloads all become before loading.
+pub struct ModelFiles {
+    pub config_json: String,
+    pub weights: WeightSource,
+    pub tokenizer_json: Option<Vec<u8>>,
+    /// `tokenizer_config.json`, where the chat template and special tokens live.
+    pub tokenizer_config_json: Option<String>,
+}
+
+impl ModelFiles {
+    /// A model from safetensors bytes (one file or shards) and its JSON files.
+    pub fn from_safetensors(
+        config_json: String,
+        shards: Vec<(String, ShardBytes)>,
+        tokenizer_json: Option<Vec<u8>>,
+        tokenizer_config_json: Option<String>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            config_json,
+            weights: WeightSource::Files(Box::new(SafetensorsSet::from_shards(shards)?)),
+            tokenizer_json,
+            tokenizer_config_json,
+        })
+    }
+
+    /// Reads a Hugging Face model directory natively (weights memory-mapped).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_dir(dir: &std::path::Path) -> Result<Self, Error> {
+        let path = dir.join("config.json");
+        let config_json = std::fs::read_to_string(&path).map_err(|source| WeightsError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            config_json,
+            weights: WeightSource::open_dir(dir)?,
+            tokenizer_json: std::fs::read(dir.join("tokenizer.json")).ok(),
+            tokenizer_config_json: std::fs::read_to_string(dir.join("tokenizer_config.json")).ok(),
+        })
+    }
+}
+
 /// A model ready to run.
 pub struct Engine {
     pub model: Model,
     pub tokenizer: Option<Tokenizer>,
+    pub chat_template: Option<ChatTemplate>,
     pub selected: Selected,
 }
 
@@ -51,36 +97,27 @@ impl Engine {
     /// Loads a Hugging Face model directory natively (weights memory-mapped).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path, options: &RuntimeOptions) -> Result<Self, Error> {
-        let read = |name: &str| std::fs::read(dir.join(name));
-        let config = read("config.json").map_err(|source| crate::error::WeightsError::Io {
-            path: dir.join("config.json").display().to_string(),
-            source,
-        })?;
-        let config = std::str::from_utf8(&config)
-            .map_err(|e| crate::error::ConfigError::Invalid(e.to_string()))?
-            .to_string();
-        let tokenizer = read("tokenizer.json").ok();
-        let source = WeightSource::open_dir(dir)?;
-        let selected = crate::device::select(options.backend)?;
-        Self::from_parts(&config, &source, tokenizer.as_deref(), selected, options)
+        let files = ModelFiles::read_dir(dir)?;
+        Self::new(files, crate::device::select(options.backend)?, options)
     }
 
-    /// Builds an engine from a config text, a weight source and optional tokenizer bytes.
-    pub fn from_parts(
-        config_json: &str,
-        source: &WeightSource,
-        tokenizer_json: Option<&[u8]>,
-        selected: Selected,
-        options: &RuntimeOptions,
-    ) -> Result<Self, Error> {
-        let config = ModelConfig::from_json(config_json)?;
-        let tokenizer = tokenizer_json.map(Tokenizer::from_bytes).transpose()?;
-        let dtype = matrix_dtype(options.matrix_dtype, &selected, source);
+    /// Loads `files` onto the `selected` device.
+    pub fn new(files: ModelFiles, selected: Selected, options: &RuntimeOptions) -> Result<Self, Error> {
+        let config = ModelConfig::from_json(&files.config_json)?;
+        let tokenizer = files.tokenizer_json.as_deref().map(Tokenizer::from_bytes).transpose()?;
+        let chat_template = files
+            .tokenizer_config_json
+            .as_deref()
+            .map(ChatTemplate::from_tokenizer_config)
+            .transpose()?
+            .flatten();
+        let dtype = matrix_dtype(options.matrix_dtype, &selected, &files.weights);
         let max_binding = selected.adapter.as_ref().map(|a| a.max_storage_buffer_binding_size);
-        let model = Model::load(config, source, &selected.device, dtype, max_binding)?;
+        let model = Model::load(config, &files.weights, &selected.device, dtype, max_binding)?;
         Ok(Self {
             model,
             tokenizer,
+            chat_template,
             selected,
         })
     }

@@ -64,6 +64,8 @@ pub enum RuntimeError {
     Readback(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
     #[error("the state belongs to another model ({0})")]
     StateMismatch(String),
 }

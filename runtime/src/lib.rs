@@ -4,6 +4,7 @@
 //! Data flow: [`config`] and [`weights`] → [`model`] (layers, explicit [`model::State`]) →
 //! [`kernels`] (WGSL + bindings) → [`sampling`] / [`generate`] → [`engine`] for surfaces.
 
+pub mod chat;
 pub mod config;
 pub mod device;
 pub mod engine;
@@ -16,5 +17,5 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::ModelConfig;
-pub use engine::{Engine, MatrixDType, RuntimeOptions};
+pub use engine::{Engine, MatrixDType, ModelFiles, RuntimeOptions};
 pub use error::{Error, Result};

@@ -164,6 +164,8 @@ def clean_story(text: str, finished: bool):
             if text[cut:cut + 1] == '"':
                 cut += 1
             text = text[:cut].strip()
+        else:
+            return ""  # not a single complete sentence
     # drop a trailing "The end" style tail or sign-off beyond the story
     text = re.sub(r"\n+(I hope|Hope you|Let me know|Feel free)[^\n]*$", "", text, flags=re.I).strip()
     return text
@@ -273,8 +275,8 @@ def main():
         elapsed = time.time() - T0
         if args.max_batches and stats["batches"] >= args.max_batches:
             break
-        if elapsed + (last_batch_s or 0) * 1.1 + 5 > budget:
-            break
+        if stats["batches"] and elapsed + last_batch_s * 1.1 + 5 > budget:
+            break  # (the first batch always runs, whatever the budget)
         prompts, metas = zip(*(build_prompt(rng) for _ in range(batch)))
         texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
                  for p in prompts]

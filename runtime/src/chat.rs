@@ -1,0 +1,245 @@
+//! Chat: the model's own Jinja chat template (from `tokenizer_config.json` or GGUF metadata),
+//! rendered with minijinja the way transformers renders it, and conversations that feed only
+//! the new tokens of each turn into the sequence state.
+
+use minijinja::{Environment, ErrorKind, context};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, RuntimeError};
+use crate::generate::{GenerateOptions, Generated, generate};
+use crate::model::{Model, State};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A chat template with the special tokens it may refer to.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    pub source: String,
+    pub bos_token: String,
+    pub eos_token: String,
+}
+
+fn template_error(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Template(e.to_string())
+}
+
+/// A special token as `tokenizer_config.json` writes it: a string or `{"content": ...}`.
+fn token_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).unwrap_or_default().to_string(),
+        _ => String::new(),
+    }
+}
+
+impl ChatTemplate {
+    /// The template of a `tokenizer_config.json`, if it has one: `chat_template` as a string,
+    /// or the entry named "default" of a list of named templates.
+    pub fn from_tokenizer_config(json: &str) -> Result<Option<Self>, RuntimeError> {
+        let config: Value = serde_json::from_str(json).map_err(template_error)?;
+        let source = match config.get("chat_template") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(list)) => {
+                let named = |name: &str| {
+                    list.iter()
+                        .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+                        .and_then(|t| t.get("template"))
+                        .and_then(Value::as_str)
+                };
+                match named("default").or_else(|| list.first().and_then(|t| t.get("template")?.as_str())) {
+                    Some(s) => s.to_string(),
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Self {
+            source,
+            bos_token: token_text(config.get("bos_token")),
+            eos_token: token_text(config.get("eos_token")),
+        }))
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
+    /// reply begins.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, RuntimeError> {
+        let mut env = Environment::new();
+        // transformers compiles templates with trim_blocks and lstrip_blocks.
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(template_error)?,
+        );
+        // Templates call Python string methods (`.strip()`, `.startswith()`, ...).
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_function("strftime_now", |format: String| today(&format));
+        env.add_template("chat", &self.source).map_err(template_error)?;
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(context! {
+                    messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+                    add_generation_prompt => add_generation_prompt,
+                    bos_token => &self.bos_token,
+                    eos_token => &self.eos_token,
+                })
+            })
+            .map_err(template_error)
+    }
+}
+
+/// Today's UTC date for `strftime_now` (templates use it for a "Today Date" line); supports
+/// `%d`, `%m`, `%Y`, `%b` and `%B`.
+fn today(format: &str) -> String {
+    #[cfg(not(target_arch = "wasm32"))]
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
+    #[cfg(target_arch = "wasm32")]
+    let days = 0i64;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = [
+        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+        "November", "December",
+    ];
+    let name = MONTHS[(month - 1) as usize];
+    format
+        .replace("%d", &format!("{day:02}"))
+        .replace("%m", &format!("{month:02}"))
+        .replace("%Y", &year.to_string())
+        .replace("%B", name)
+        .replace("%b", &name[..3])
+}
+
+/// A conversation and the state of the model that has read it.
+///
+/// Each turn renders the whole conversation with the template, but feeds the model only the
+/// tokens past those it has already consumed; when the rendering does not extend what was fed
+/// (a template that rewrites history), the state restarts from scratch.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub messages: Vec<Message>,
+    pub state: State,
+    /// Every token fed into `state`, in order.
+    pub fed: Vec<u32>,
+}
+
+impl Conversation {
+    pub fn new(model: &Model) -> Self {
+        Self {
+            messages: Vec::new(),
+            state: model.new_state(),
+            fed: Vec::new(),
+        }
+    }
+
+    /// Forgets everything.
+    pub fn reset(&mut self, model: &Model) {
+        *self = Self::new(model);
+    }
+
+    /// Adds `user`'s message and streams the assistant's reply token by token into `on_token`.
+    /// `encode` turns the rendered prompt into ids; generation stops at any of `stop` ids.
+    pub async fn reply(
+        &mut self,
+        model: &Model,
+        template: &ChatTemplate,
+        encode: impl Fn(&str) -> Result<Vec<u32>, RuntimeError>,
+        user: &str,
+        options: &GenerateOptions,
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<Generated, Error> {
+        self.messages.push(Message::new("user", user));
+        let ids = encode(&template.render(&self.messages, true)?)?;
+        if !ids.starts_with(&self.fed) || ids.len() == self.fed.len() {
+            self.state = model.new_state();
+            self.fed.clear();
+        }
+        let new = ids[self.fed.len()..].to_vec();
+        let generated = generate(model, &mut self.state, &new, options, on_token).await?;
+        self.fed = ids;
+        self.fed.extend(&generated.tokens);
+        Ok(generated)
+    }
+
+    /// Records the assistant's reply text (what the template will show next turn).
+    pub fn push_reply(&mut self, text: &str) {
+        self.messages.push(Message::new("assistant", text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2-Instruct's template (ChatML with a default system prompt).
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml() {
+        let config = serde_json::json!({"chat_template": CHATML, "eos_token": "<|im_end|>"}).to_string();
+        let t = ChatTemplate::from_tokenizer_config(&config).unwrap().unwrap();
+        let text = t.render(&[Message::new("user", "Hi!")], true).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn python_methods_blocks_and_exceptions() {
+        let source = "{{ bos_token }}{% for m in messages %}\n  {% if m.role not in ['user', 'assistant'] %}{{ raise_exception('bad role ' + m.role) }}{% endif %}\n  [{{ m.role.upper() }}] {{ m.content.strip() }}\n{% endfor %}";
+        let t = ChatTemplate {
+            source: source.into(),
+            bos_token: "<s>".into(),
+            eos_token: "</s>".into(),
+        };
+        // trim_blocks + lstrip_blocks: block tags leave no whitespace behind.
+        assert_eq!(t.render(&[Message::new("user", "  hello ")], false).unwrap(), "<s>  [USER] hello\n");
+        let err = t.render(&[Message::new("tool", "x")], false).unwrap_err();
+        assert!(err.to_string().contains("bad role tool"), "{err}");
+    }
+
+    #[test]
+    fn named_templates_and_dates() {
+        let config = serde_json::json!({"chat_template": [
+            {"name": "tool_use", "template": "tools"},
+            {"name": "default", "template": "{{ strftime_now('%d %b %Y') }}"}
+        ]})
+        .to_string();
+        let t = ChatTemplate::from_tokenizer_config(&config).unwrap().unwrap();
+        let date = t.render(&[], false).unwrap();
+        assert_eq!(date.len(), 11, "{date}");
+        assert!(date.ends_with("2026") || date[7..].parse::<u32>().unwrap() > 2025, "{date}");
+        assert!(ChatTemplate::from_tokenizer_config("{}").unwrap().is_none());
+    }
+}
