@@ -44,7 +44,7 @@ fn logits(dir: &Path, tokens: &str) -> String {
 #[test]
 fn missing_directory() {
     let err = logits(Path::new("/nonexistent/model"), "1,2");
-    assert!(err.contains("config.json"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
 }
 
 #[test]

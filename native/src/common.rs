@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use minimax_runtime::device::{self, BackendChoice};
+use minimax_runtime::generate::GenerateOptions;
+use minimax_runtime::sampling::SamplingParams;
 use minimax_runtime::{Engine, MatrixDType, ModelFiles, RuntimeOptions};
 
 /// The result type of the subcommands.
@@ -12,8 +14,8 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// Where the model comes from and where it runs.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json); the
-    /// embedded demo model when absent.
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json) or GGUF file;
+    /// the embedded demo model when absent.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Backend: auto (a hardware GPU, else the CPU), gpu (any wgpu adapter) or cpu.
@@ -32,14 +34,17 @@ impl ModelArgs {
         }
     }
 
+    /// The model's name for messages.
+    pub fn describe(&self) -> String {
+        self.model.as_ref().map_or("the embedded demo model".into(), |p| p.display().to_string())
+    }
+
     /// The model's files: a directory's, or the embedded demo model's.
     pub fn files(&self) -> Result<ModelFiles> {
         match &self.model {
             None => Ok(crate::demo::files()?),
-            Some(dir) if !dir.join("config.json").exists() => {
-                Err(format!("{} has no config.json", dir.display()).into())
-            }
-            Some(dir) => Ok(ModelFiles::read_dir(dir)?),
+            Some(path) if !path.exists() => Err(format!("{} does not exist", path.display()).into()),
+            Some(path) => Ok(ModelFiles::read(path)?),
         }
     }
 
@@ -51,6 +56,54 @@ impl ModelArgs {
             eprintln!("note: {notice}");
         }
         Ok(engine)
+    }
+}
+
+/// How tokens are chosen, and how many.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling threshold (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens below this fraction of the top probability (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalty for tokens already seen (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    pub fn options(&self, prefill_chunk: Option<usize>) -> GenerateOptions {
+        GenerateOptions {
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                min_p: self.min_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            },
+            max_tokens: self.max_tokens,
+            stop_on_eos: !self.ignore_eos,
+            stop_tokens: Vec::new(),
+            prefill_chunk,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `minimax`: run MiniMax-01-style models on any GPU through wgpu, or on the CPU.
 
 mod bench;
+mod chat;
 mod common;
 mod demo;
 mod info;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Generate text (streamed) from a prompt or token ids.
     Run(run::Args),
+    /// Chat in the terminal with the model's chat template.
+    Chat(chat::Args),
     /// Write the logits of every position of a token sequence to a .npy file.
     Logits(logits::Args),
     /// Show the model layout, parameter counts, memory needs and the chosen adapter.
@@ -38,6 +41,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Chat(args) => chat::main(args),
         Command::Logits(args) => logits::main(args),
         Command::Info(args) => info::main(args),
         Command::Bench(args) => bench::main(args),

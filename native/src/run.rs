@@ -3,10 +3,7 @@
 use std::io::Write;
 
 use clap::ValueEnum;
-use minimax_runtime::generate::GenerateOptions;
-use minimax_runtime::sampling::SamplingParams;
-
-use crate::common::{ModelArgs, Result, parse_ids};
+use crate::common::{ModelArgs, Result, SamplingArgs, parse_ids};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -26,30 +23,8 @@ pub struct Args {
     /// Prompt as token ids, e.g. `1,2,3`.
     #[arg(long)]
     pub tokens: Option<String>,
-    /// Maximum number of new tokens.
-    #[arg(long, default_value_t = 128)]
-    pub max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Keep only the k most likely tokens (0: off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Nucleus sampling threshold (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    /// Drop tokens below this fraction of the top probability (0: off).
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    /// Penalty for tokens already seen (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
-    /// Random seed for sampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Keep generating past end-of-sequence tokens.
-    #[arg(long)]
-    pub ignore_eos: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Feed the prompt this many tokens at a time.
     #[arg(long)]
     pub prefill_chunk: Option<usize>,
@@ -65,19 +40,7 @@ pub fn main(args: Args) -> Result<()> {
         (Some(text), None) => engine.encode(text)?,
         (None, None) => unreachable!("clap requires one of them"),
     };
-    let options = GenerateOptions {
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repetition_penalty: args.repetition_penalty,
-            seed: args.seed,
-        },
-        max_tokens: args.max_tokens,
-        stop_on_eos: !args.ignore_eos,
-        prefill_chunk: args.prefill_chunk,
-    };
+    let options = args.sampling.options(args.prefill_chunk);
     let mut state = engine.new_state();
     let mut out = std::io::stdout().lock();
     let generated = match args.format {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::{Error, RuntimeError};
 use crate::generate::{GenerateOptions, Generated, generate};
-use crate::model::{Model, State};
+use crate::model::{Model, State, snapshot};
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +194,33 @@ impl Conversation {
     /// Records the assistant's reply text (what the template will show next turn).
     pub fn push_reply(&mut self, text: &str) {
         self.messages.push(Message::new("assistant", text));
+    }
+
+    /// The conversation as a state file (see [`crate::model::snapshot`]): the model's state plus
+    /// the messages and fed tokens. Cheap for lightning layers, whose state does not grow.
+    pub async fn save(&self, model: &Model) -> Result<Vec<u8>, Error> {
+        let extra = serde_json::json!({"messages": self.messages, "fed": self.fed}).to_string();
+        snapshot::save(model, &self.state, &extra).await
+    }
+
+    /// Restores a conversation saved by [`save`](Self::save) for the same model.
+    pub fn load(model: &Model, bytes: &[u8]) -> Result<Self, Error> {
+        let (state, extra) = snapshot::load(model, bytes)?;
+        #[derive(Deserialize)]
+        struct Saved {
+            messages: Vec<Message>,
+            fed: Vec<u32>,
+        }
+        let saved: Saved =
+            serde_json::from_str(&extra).map_err(|e| RuntimeError::StateFile(format!("conversation: {e}")))?;
+        if saved.fed.len() != state.position {
+            return Err(RuntimeError::StateFile("conversation and state disagree".into()).into());
+        }
+        Ok(Self {
+            messages: saved.messages,
+            state,
+            fed: saved.fed,
+        })
     }
 }
 

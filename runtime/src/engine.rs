@@ -11,7 +11,7 @@ use crate::model::{Logits, Model, State};
 use crate::tokenizer::Tokenizer;
 use crate::chat::ChatTemplate;
 use crate::error::WeightsError;
-use crate::weights::{SafetensorsSet, ShardBytes, WeightSource};
+use crate::weights::{GgufFile, SafetensorsSet, ShardBytes, WeightSource};
 
 /// Storage type of the large matrices on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +85,76 @@ impl ModelFiles {
     }
 }
 
+impl ModelFiles {
+    /// A GGUF file (llama.cpp's format): the config, tokenizer and chat template come from its
+    /// metadata, unless a `tokenizer.json` / `tokenizer_config.json` lies beside it.
+    pub fn from_gguf(gguf: GgufFile, sidecar_tokenizer: Option<Vec<u8>>, sidecar_config: Option<String>) -> Result<Self, Error> {
+        let config_json = gguf.hf_config()?.to_string();
+        let tokenizer_json = match sidecar_tokenizer {
+            Some(bytes) => Some(bytes),
+            None => gguf.tokenizer_json()?.map(String::into_bytes),
+        };
+        let token = |key: &str| -> String {
+            let tokens = gguf.metadata("tokenizer.ggml.tokens").and_then(|t| t.as_array());
+            gguf.metadata(key)
+                .and_then(|id| id.as_u64())
+                .and_then(|id| tokens?.get(id as usize)?.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let tokenizer_config_json = sidecar_config.or_else(|| {
+            gguf.chat_template().map(|template| {
+                serde_json::json!({
+                    "chat_template": template,
+                    "bos_token": token("tokenizer.ggml.bos_token_id"),
+                    "eos_token": token("tokenizer.ggml.eos_token_id"),
+                })
+                .to_string()
+            })
+        });
+        Ok(Self {
+            config_json,
+            weights: WeightSource::Files(Box::new(gguf)),
+            tokenizer_json,
+            tokenizer_config_json,
+        })
+    }
+
+    /// Reads a GGUF file natively (memory-mapped).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_gguf(path: &std::path::Path) -> Result<Self, Error> {
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        Self::from_gguf(
+            GgufFile::open(path)?,
+            std::fs::read(dir.join("tokenizer.json")).ok(),
+            std::fs::read_to_string(dir.join("tokenizer_config.json")).ok(),
+        )
+    }
+
+    /// Reads a model from `path`: a Hugging Face directory, a `.gguf` file, or a directory
+    /// holding one `.gguf` file and no `config.json`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read(path: &std::path::Path) -> Result<Self, Error> {
+        if path.is_file() {
+            return Self::read_gguf(path);
+        }
+        if !path.join("config.json").exists() {
+            let ggufs: Vec<_> = std::fs::read_dir(path)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let [one] = ggufs.as_slice() {
+                return Self::read_gguf(one);
+            }
+        }
+        Self::read_dir(path)
+    }
+}
+
 /// A model ready to run.
 pub struct Engine {
     pub model: Model,
@@ -94,10 +164,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a Hugging Face model directory natively (weights memory-mapped).
+    /// Loads a model directory or GGUF file natively (weights memory-mapped); see
+    /// [`ModelFiles::read`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path, options: &RuntimeOptions) -> Result<Self, Error> {
-        let files = ModelFiles::read_dir(dir)?;
+        let files = ModelFiles::read(dir)?;
         Self::new(files, crate::device::select(options.backend)?, options)
     }
 

@@ -24,7 +24,7 @@ pub enum WeightsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid safetensors file {path}: {reason}")]
+    #[error("invalid weights file {path}: {reason}")]
     Format { path: String, reason: String },
     #[error("missing tensor `{name}` (expected shape {expected:?})")]
     Missing { name: String, expected: Vec<usize> },
@@ -68,6 +68,8 @@ pub enum RuntimeError {
     Template(String),
     #[error("the state belongs to another model ({0})")]
     StateMismatch(String),
+    #[error("state file: {0}")]
+    StateFile(String),
 }
 
 /// Any error of the runtime.

@@ -12,8 +12,10 @@ use crate::sampling::{Sampler, SamplingParams};
 pub struct GenerateOptions {
     pub sampling: SamplingParams,
     pub max_tokens: usize,
-    /// Stop at an end-of-sequence token (which is not returned).
+    /// Stop at an end-of-sequence token of the model config (which is not returned).
     pub stop_on_eos: bool,
+    /// More ids that end generation (not returned), e.g. a chat template's end-of-turn token.
+    pub stop_tokens: Vec<u32>,
     /// Feed the prompt this many tokens at a time (`None`: all at once).
     pub prefill_chunk: Option<usize>,
 }
@@ -24,6 +26,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::default(),
             max_tokens: 128,
             stop_on_eos: true,
+            stop_tokens: Vec::new(),
             prefill_chunk: None,
         }
     }
@@ -104,7 +107,7 @@ pub async fn generate(
     let mut logits = read_logits(prefill(model, state, prompt, options.prefill_chunk, Logits::Last).await?).await?;
     loop {
         let id = sampler.sample(&logits, &history);
-        if options.stop_on_eos && model.config.eos_token_ids.contains(&id) {
+        if (options.stop_on_eos && model.config.eos_token_ids.contains(&id)) || options.stop_tokens.contains(&id) {
             return Ok(Generated {
                 tokens,
                 stop: StopReason::Eos,

@@ -30,6 +30,12 @@ impl Tokenizer {
         Ok(self.inner.encode(text, true).map_err(err)?.get_ids().to_vec())
     }
 
+    /// Token ids of `text` without added special tokens (for text that already spells them,
+    /// such as a rendered chat template).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, RuntimeError> {
+        Ok(self.inner.encode(text, false).map_err(err)?.get_ids().to_vec())
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String, RuntimeError> {
         self.inner.decode(ids, true).map_err(err)
     }

@@ -7,6 +7,7 @@ pub mod lightning;
 pub mod linear;
 pub mod moe;
 pub mod rope;
+pub mod snapshot;
 pub mod state;
 
 pub use state::{KvCache, LayerState, State};
@@ -42,6 +43,8 @@ pub struct Model {
     /// Block size of the lightning prefill: our kernel's tile on the GPU, the config's block
     /// size on the CPU (where bigger blocks mean fewer, larger tensor ops).
     block: usize,
+    /// Identifies the model in saved states (see [`snapshot`]).
+    pub fingerprint: String,
 }
 
 /// Lightning prefill block of the WGSL kernel (fits WebGPU's 16 KiB workgroup memory for
@@ -79,6 +82,14 @@ impl Model {
             Linear::load(&loader, &n.lm_head(), v, c)?
         };
         let block = if uses_wgsl(device) { GPU_LIGHTNING_BLOCK } else { config.block_size.max(1) };
+        let sample = match source {
+            WeightSource::Files(set) => set
+                .get(&n.embed())?
+                .map(|t| t.bytes[..t.bytes.len().min(1 << 16)].to_vec())
+                .unwrap_or_default(),
+            WeightSource::Random { .. } => b"random".to_vec(),
+        };
+        let fingerprint = snapshot::fingerprint(&[format!("{config:?}").as_bytes(), &sample]);
         Ok(Self {
             config,
             device: device.clone(),
@@ -87,6 +98,7 @@ impl Model {
             norm,
             lm_head,
             block,
+            fingerprint,
         })
     }
 

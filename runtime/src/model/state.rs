@@ -25,6 +25,17 @@ impl KvCache {
         }
     }
 
+    /// A cache holding exactly `k` and `v` (`[len, Hkv, D]`), as restored from a snapshot.
+    pub fn from_parts(k: Tensor<3>, v: Tensor<3>) -> Self {
+        let len = k.dims()[0];
+        Self { k, v, len }
+    }
+
+    /// The valid part of the cache: `[len, Hkv, D]` for K and V.
+    pub fn valid(&self) -> (Tensor<3>, Tensor<3>) {
+        (self.k.clone().narrow(0, 0, self.len), self.v.clone().narrow(0, 0, self.len))
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

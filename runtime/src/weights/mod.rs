@@ -1,10 +1,15 @@
 //! Weights: where tensors come from (safetensors files or a seeded random init for synthetic
 //! benchmark models) and the checked loading of named, shaped tensors onto a device.
 
+mod gguf;
+mod gguf_tokenizer;
 mod names;
+pub mod quant;
 mod safetensors;
 
+pub use gguf::{GgufFile, MetaValue};
 pub use names::{MOE_PREFIXES, Names};
+pub use quant::GgmlType;
 pub use safetensors::{SafetensorsSet, shard_files_from_index};
 
 use std::borrow::Cow;
@@ -17,12 +22,20 @@ use crate::error::WeightsError;
 /// Owner of a file's bytes: a memory map natively, a copy of an `ArrayBuffer` on the web.
 pub type ShardBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
-/// Element type of a stored tensor.
+/// Element type of a stored tensor: a float type, or a ggml block format (layouts and block
+/// geometry in [`quant`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
 pub enum StoredDType {
     F32,
     F16,
     BF16,
+    /// 32 × i8 with one f16 scale per block.
+    Q8_0,
+    /// 32 × 4-bit with one f16 scale per block, offset 8.
+    Q4_0,
+    /// 32 × 4-bit with an f16 scale and an f16 minimum per block.
+    Q4_1,
 }
 
 /// A typed view of one stored tensor, under its Hugging Face name and shape. The bytes are
@@ -35,14 +48,9 @@ pub struct RawTensor<'a> {
 }
 
 impl RawTensor<'_> {
-    /// Decodes to f32 (little-endian storage; works on unaligned bytes).
+    /// Decodes (and dequantizes) to f32 (little-endian storage; works on unaligned bytes).
     pub fn to_f32(&self) -> Vec<f32> {
-        let b = &self.bytes;
-        match self.dtype {
-            StoredDType::F32 => b.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            StoredDType::F16 => b.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            StoredDType::BF16 => b.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        }
+        quant::dequantize(self.dtype, &self.bytes)
     }
 
     /// Rows `start..start + n` of this tensor seen as `[rows, cols]` (row-major; a row of a

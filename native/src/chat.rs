@@ -1,0 +1,133 @@
+//! `minimax chat`: an interactive terminal chat with the model's own chat template.
+//!
+//! Replies stream as they are generated; Ctrl-C stops a reply without leaving (and leaves at
+//! the prompt). `/reset`, `/save FILE`, `/load FILE` manage the conversation: a saved file holds
+//! the model's state, which for lightning layers is constant-size however long the talk.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use minimax_runtime::chat::{Conversation, Message};
+
+use crate::common::{ModelArgs, Result, SamplingArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+const HELP: &str = "commands: /reset, /save FILE, /load FILE, /quit; Ctrl-C stops a reply";
+
+pub fn main(args: Args) -> Result<()> {
+    let engine = args.model.load()?;
+    let template = engine
+        .chat_template
+        .clone()
+        .ok_or("this model has no chat template (tokenizer_config.json or GGUF metadata); use `minimax run`")?;
+    let tokenizer = engine.tokenizer()?;
+    let mut options = args.sampling.options(None);
+    // The template's end-of-turn token ends a reply, whatever the config's EOS is.
+    options.stop_tokens.extend(tokenizer.token_id(&template.eos_token));
+
+    let generating = Arc::new(AtomicBool::new(false));
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let (generating, interrupted) = (generating.clone(), interrupted.clone());
+        ctrlc::set_handler(move || {
+            if generating.load(Ordering::SeqCst) {
+                interrupted.store(true, Ordering::SeqCst);
+            } else {
+                println!();
+                std::process::exit(130);
+            }
+        })?;
+    }
+
+    let model = &engine.model;
+    let new_conversation = || {
+        let mut c = Conversation::new(model);
+        if let Some(system) = &args.system {
+            c.messages.push(Message::new("system", system));
+        }
+        c
+    };
+    let mut conversation = new_conversation();
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("{} on {}. {HELP}", args.model.describe(), engine.selected.describe());
+    }
+    let mut out = std::io::stdout();
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        if interactive {
+            print!("> ");
+            out.flush()?;
+        }
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        let line = line.trim();
+        match line.split_once(' ').unwrap_or((line, "")) {
+            ("", _) => continue,
+            ("/quit" | "/exit", _) => break,
+            ("/help", _) => println!("{HELP}"),
+            ("/reset", _) => {
+                conversation = new_conversation();
+                println!("[conversation reset]");
+            }
+            ("/save", path) if !path.is_empty() => {
+                let bytes = pollster::block_on(conversation.save(model))?;
+                std::fs::write(path, &bytes).map_err(|e| format!("{path}: {e}"))?;
+                println!("[saved {} tokens of conversation to {path}, {} bytes]", conversation.fed.len(), bytes.len());
+            }
+            ("/load", path) if !path.is_empty() => {
+                let loaded = std::fs::read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| Conversation::load(model, &bytes).map_err(|e| e.to_string()));
+                match loaded {
+                    Ok(c) => {
+                        conversation = c;
+                        println!("[loaded {path}: {} messages]", conversation.messages.len());
+                    }
+                    Err(e) => println!("[cannot load {path}: {e}]"),
+                }
+            }
+            (command, _) if command.starts_with('/') => println!("[unknown command; {HELP}]"),
+            _ => {
+                interrupted.store(false, Ordering::SeqCst);
+                generating.store(true, Ordering::SeqCst);
+                let mut stream = tokenizer.stream();
+                let mut failure = None;
+                let encode = |text: &str| {
+                    // The template writes the special tokens itself.
+                    tokenizer.encode_plain(text)
+                };
+                let generated = pollster::block_on(conversation.reply(model, &template, encode, line, &options, |id| {
+                    if let Ok(Some(piece)) = stream.push(id) {
+                        if let Err(e) = write!(out, "{piece}").and_then(|_| out.flush()) {
+                            failure = Some(e);
+                        }
+                    }
+                    !interrupted.load(Ordering::SeqCst) && failure.is_none()
+                }));
+                generating.store(false, Ordering::SeqCst);
+                let generated = generated?;
+                if let Some(e) = failure {
+                    return Err(e.into());
+                }
+                if interrupted.load(Ordering::SeqCst) {
+                    print!(" [stopped]");
+                }
+                println!();
+                conversation.push_reply(&tokenizer.decode(&generated.tokens)?);
+            }
+        }
+    }
+    Ok(())
+}
