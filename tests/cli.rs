@@ -106,3 +106,26 @@ fn bench_reports_prefill_and_decode() {
     assert_eq!(json["prefill"].as_array().unwrap().len(), 2);
     assert!(json["decode"]["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
+
+/// `--backend vulkan` pins wgpu to Vulkan (lavapipe here) and gives the same tokens as any
+/// adapter; an API this machine lacks is a clear error, not a silent fallback.
+#[test]
+fn named_graphics_apis() {
+    let ids = |backend: &str| {
+        run(&["run", "--backend", backend, "--prompt", "Once upon a time", "--max-tokens", "6", "--format", "ids"])
+    };
+    let (ok, out, err) = ids("vulkan");
+    if minimax_runtime::device::test_gpu().is_some() {
+        assert!(ok, "{err}");
+        let (ok_gpu, gpu, err_gpu) = ids("gpu");
+        assert!(ok_gpu, "{err_gpu}");
+        assert_eq!(out, gpu);
+    }
+    if cfg!(target_os = "linux") {
+        let (ok, _, err) = ids("metal");
+        assert!(!ok, "Metal cannot exist on Linux");
+        assert!(err.contains("no Metal adapter"), "{err}");
+    }
+    let (ok, _, err) = ids("glide");
+    assert!(!ok && err.contains("vulkan, metal, dx12, gl"), "{err}");
+}

@@ -52,3 +52,32 @@ fn greedy_samples_match_transformers() {
         }
     }
 }
+
+/// A reply cut by `max_tokens` leaves its last token sampled but not fed; the conversation must
+/// record exactly what the state consumed, or the next turn is one token off.
+#[test]
+fn a_conversation_records_exactly_what_its_state_consumed() {
+    use minimax_runtime::chat::{ChatTemplate, Conversation};
+    use minimax_runtime::model::Logits;
+    let e = engine_at(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo"), BackendChoice::Cpu);
+    let config = serde_json::json!({"chat_template": "{% for m in messages %}{{ m.content }}\n{% endfor %}"}).to_string();
+    let template = ChatTemplate::from_tokenizer_config(&config).unwrap().unwrap();
+    let mut options = GenerateOptions::default();
+    options.max_tokens = 6;
+    options.stop_on_eos = false;
+    let mut conv = Conversation::new(&e.model);
+    let tokenizer = e.tokenizer().unwrap();
+    let encode = |s: &str| tokenizer.encode(s);
+    let reply = pollster::block_on(conv.reply(&e.model, &template, encode, "Once upon a time", &options, |_| true)).unwrap();
+    assert_eq!(reply.tokens.len(), 6);
+    assert_eq!(conv.fed.len(), conv.state.position, "fed tokens and state disagree");
+    // Continuing the state and feeding `fed` from scratch must give the same next logits.
+    let next = 42;
+    let mut fresh = e.new_state();
+    let mut all = conv.fed.clone();
+    all.push(next);
+    let a = pollster::block_on(e.model.forward(&[next], &mut conv.state, Logits::Last)).unwrap();
+    let b = pollster::block_on(e.model.forward(&all, &mut fresh, Logits::Last)).unwrap();
+    let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+    assert!(minimax_tests::max_abs(&a, &b) < 1e-3, "{}", minimax_tests::max_abs(&a, &b));
+}

@@ -87,6 +87,9 @@ pub fn engine_at(dir: &Path, backend: BackendChoice) -> Engine {
     let options = RuntimeOptions {
         backend,
         matrix_dtype: MatrixDType::F32,
+        max_binding_bytes: None,
+        expert_cache_bytes: None,
+        no_expert_prefetch: false,
     };
     Engine::load_dir(dir, &options).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }

@@ -52,6 +52,10 @@ pub struct Args {
     /// one-row matmuls with the model's projection shapes.
     #[arg(long)]
     pub components: bool,
+    /// Stream the synthetic model's experts in this format from host memory through the
+    /// expert cache (budget: `--expert-cache-mb`), instead of generating them resident.
+    #[arg(long, value_enum, requires = "synthetic")]
+    pub experts: Option<crate::bench_experts::ExpertQuant>,
 }
 
 /// One timed building block.
@@ -167,11 +171,21 @@ pub fn main(args: Args) -> Result<()> {
     let load_start = Instant::now();
     let (files, name) = match args.synthetic {
         Some(kind) => {
+            let config_json = synthetic_config(kind, args.layers);
+            let experts = match args.experts {
+                Some(quant) => {
+                    let c = ModelConfig::from_json(&config_json)?;
+                    let (e, _) = c.ffn.experts();
+                    Some(crate::bench_experts::source(quant, c.hidden_size, c.ffn.intermediate_size(), e)?)
+                }
+                None => None,
+            };
             let files = ModelFiles {
-                config_json: synthetic_config(kind, args.layers),
+                config_json,
                 weights: WeightSource::Random { std: 0.02 },
                 tokenizer_json: None,
                 tokenizer_config_json: None,
+                experts,
             };
             (files, format!("synthetic {kind:?} ({} layers)", args.layers))
         }
@@ -210,6 +224,8 @@ pub fn main(args: Args) -> Result<()> {
     let mut state = model.new_state();
     let context = prompt(args.context.max(1), vocab, 99);
     pollster::block_on(async { read_logits(model.forward(&context, &mut state, Logits::Last).await?).await })?;
+    let stats_before = engine.expert_stats();
+    let decode_start = Instant::now();
     let mut steps = Vec::new();
     let mut next = 5u32;
     for i in 0..args.decode_tokens.max(1) + 2 {
@@ -220,9 +236,23 @@ pub fn main(args: Args) -> Result<()> {
         }
         next = minimax_runtime::sampling::argmax(&logits);
     }
+    let decode_seconds = decode_start.elapsed().as_secs_f64();
     let step = median(steps);
+    let streamed = match (stats_before, engine.expert_stats()) {
+        (Some((before, _)), Some((after, slots))) => Some((crate::bench_experts::delta(after, before), slots)),
+        _ => None,
+    };
+    let copy = if streamed.is_some() { crate::bench_experts::host_to_gpu(model, 8)? } else { None };
     let parts = if args.components { components(model)? } else { Vec::new() };
-    let active = active_bytes(config, matrix_bytes);
+    let mut active = active_bytes(config, matrix_bytes);
+    if let Some(cache) = &model.experts {
+        // The experts are records, not matrices of the dense dtype.
+        let record = cache.lock().map_err(|_| "expert cache lock")?.layout().bytes() as u64;
+        let (_, top_k) = config.ffn.experts();
+        let (h, f) = (config.hidden_size as u64, config.ffn.intermediate_size() as u64);
+        active = active - config.layers.len() as u64 * top_k as u64 * 3 * h * f * matrix_bytes
+            + config.layers.len() as u64 * top_k as u64 * record;
+    }
     let gbps = active as f64 / step / 1e9;
 
     if args.json {
@@ -232,6 +262,11 @@ pub fn main(args: Args) -> Result<()> {
             "prefill": prefill_rows.iter().map(|(len, t, tps)| serde_json::json!({"tokens": len, "seconds": t, "tokens_per_second": tps})).collect::<Vec<_>>(),
             "decode": {"context": args.context, "steps": args.decode_tokens, "seconds_per_token": step, "tokens_per_second": 1.0 / step,
                        "active_weight_bytes_per_token": active, "achieved_gb_per_s": gbps},
+            "expert_cache": streamed.map(|(s, slots)| serde_json::json!({"slots": slots, "hits": s.hits, "misses": s.misses,
+                "evictions": s.evictions, "hit_rate": s.hit_rate(), "bytes_streamed": s.bytes_streamed, "stall_seconds": s.stall_seconds,
+                "streamed_gb_per_s": s.bytes_streamed as f64 / decode_seconds / 1e9, "prefetched": s.prefetched,
+                "prediction_accuracy": s.prediction_accuracy()})),
+            "host_to_gpu_gb_per_s": copy.map(|(t, b)| b as f64 / t / 1e9),
             "components": parts.iter().map(|p| serde_json::json!({"name": p.name, "seconds": p.seconds,
                 "gb_per_s": p.bytes as f64 / p.seconds / 1e9})).collect::<Vec<_>>(),
         });
@@ -254,6 +289,26 @@ pub fn main(args: Args) -> Result<()> {
             args.context,
             args.decode_tokens
         );
+        if let Some((s, slots)) = streamed {
+            println!(
+                "expert cache during decode: {slots} slots, {} hits / {} misses ({:.1}% hits), {} evictions, {} prefetched{}",
+                s.hits,
+                s.misses,
+                100.0 * s.hit_rate(),
+                s.evictions,
+                s.prefetched,
+                s.prediction_accuracy().map(|a| format!(", next-layer prediction {:.1}% right", 100.0 * a)).unwrap_or_default()
+            );
+            println!(
+                "streamed {} in {decode_seconds:.2} s of decode: {:.2} GB/s; {:.3} s stalled on misses",
+                bytes(s.bytes_streamed),
+                s.bytes_streamed as f64 / decode_seconds / 1e9,
+                s.stall_seconds
+            );
+        }
+        if let Some((t, b)) = copy {
+            println!("host→GPU copy of 8 expert records: {} in {:.2} ms = {:.2} GB/s", bytes(b), t * 1e3, b as f64 / t / 1e9);
+        }
         if !parts.is_empty() {
             println!();
             println!("| component (median of 20, including one read-back) | ms | GB/s |");

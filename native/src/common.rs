@@ -18,12 +18,24 @@ pub struct ModelArgs {
     /// the embedded demo model when absent.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Backend: auto (a hardware GPU, else the CPU), gpu (any wgpu adapter) or cpu.
+    /// Backend: auto (a hardware GPU, else the CPU), gpu (any wgpu adapter), cpu, or a GPU
+    /// on one graphics API: vulkan, metal, dx12 or gl.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
     /// Storage type of the large matrices: f32, f16 (GPUs with shader-f16) or auto.
     #[arg(long, default_value = "auto")]
     pub dtype: MatrixDType,
+    /// Assume storage bindings of at most this many bytes (below the adapter's limit), so that
+    /// larger tensors are split into row blocks.
+    #[arg(long)]
+    pub max_binding_bytes: Option<u64>,
+    /// Expert cache budget in MiB when the experts stream from a pack (`minimax convert`);
+    /// default: sized from the adapter (8 GiB discrete, 2 GiB integrated, 1 GiB otherwise).
+    #[arg(long)]
+    pub expert_cache_mb: Option<f64>,
+    /// Do not load the next layer's predicted experts ahead of need.
+    #[arg(long)]
+    pub no_prefetch: bool,
 }
 
 impl ModelArgs {
@@ -31,6 +43,9 @@ impl ModelArgs {
         RuntimeOptions {
             backend: self.backend,
             matrix_dtype: self.dtype,
+            max_binding_bytes: self.max_binding_bytes,
+            expert_cache_bytes: self.expert_cache_mb.map(|mb| (mb * (1u64 << 20) as f64) as u64),
+            no_expert_prefetch: self.no_prefetch,
         }
     }
 
@@ -42,7 +57,7 @@ impl ModelArgs {
     /// The model's files: a directory's, or the embedded demo model's.
     pub fn files(&self) -> Result<ModelFiles> {
         match &self.model {
-            None => Ok(crate::demo::files()?),
+            None => Ok(minimax::demo::files()?),
             Some(path) if !path.exists() => Err(format!("{} does not exist", path.display()).into()),
             Some(path) => Ok(ModelFiles::read(path)?),
         }
@@ -51,7 +66,17 @@ impl ModelArgs {
     /// Loads the model, printing the CPU fallback notice if there is one.
     pub fn load(&self) -> Result<Engine> {
         let files = self.files()?;
-        let engine = Engine::new(files, device::select(self.backend)?, &self.options())?;
+        // Drawn only when stderr is a terminal (indicatif hides it otherwise).
+        let bar = indicatif::ProgressBar::new(files.weights.stored_bytes());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("loading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template"),
+        );
+        let engine = Engine::new_with_progress(files, device::select(self.backend)?, &self.options(), &|done, _| {
+            bar.set_position(done)
+        });
+        bar.finish_and_clear();
+        let engine = engine?;
         if let Some(notice) = &engine.selected.notice {
             eprintln!("note: {notice}");
         }

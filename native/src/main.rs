@@ -1,12 +1,14 @@
 //! `minimax`: run MiniMax-01-style models on any GPU through wgpu, or on the CPU.
 
 mod bench;
+mod bench_experts;
 mod chat;
 mod common;
-mod demo;
+mod convert;
 mod info;
 mod logits;
 mod run;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,10 @@ enum Command {
     Info(info::Args),
     /// Measure prefill and decode speed.
     Bench(bench::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::Args),
+    /// Convert a Hugging Face checkpoint into an expert pack (experts as Q4_1, Q8_0 or F16).
+    Convert(convert::Args),
 }
 
 fn main() {
@@ -45,6 +51,8 @@ fn main() {
         Command::Logits(args) => logits::main(args),
         Command::Info(args) => info::main(args),
         Command::Bench(args) => bench::main(args),
+        Command::Serve(args) => serve::main(args),
+        Command::Convert(args) => convert::main(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -31,6 +31,10 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Print timing and, for a model whose experts stream from a pack, the expert cache's
+    /// statistics to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -42,6 +46,7 @@ pub fn main(args: Args) -> Result<()> {
     };
     let options = args.sampling.options(args.prefill_chunk);
     let mut state = engine.new_state();
+    let started = std::time::Instant::now();
     let mut out = std::io::stdout().lock();
     let generated = match args.format {
         Format::Ids => {
@@ -84,5 +89,30 @@ pub fn main(args: Args) -> Result<()> {
         }
     };
     tracing::info!(tokens = generated.tokens.len(), stop = ?generated.stop, "done");
+    if args.stats {
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "{} prompt + {} generated tokens in {seconds:.2} s on {}",
+            prompt.len(),
+            generated.tokens.len(),
+            engine.selected.describe()
+        );
+        match engine.expert_stats() {
+            Some((s, slots)) => eprintln!(
+                "expert cache: {slots} slots; {} hits, {} misses ({:.1}% hits), {} evictions, {:.1} MiB streamed, {:.3} s stalled, {} prefetched{}",
+                s.hits,
+                s.misses,
+                100.0 * s.hit_rate(),
+                s.evictions,
+                s.bytes_streamed as f64 / (1 << 20) as f64,
+                s.stall_seconds,
+                s.prefetched,
+                s.prediction_accuracy()
+                    .map(|a| format!(", next-layer prediction {:.1}% right", 100.0 * a))
+                    .unwrap_or_default()
+            ),
+            None => eprintln!("expert cache: none (experts are loaded whole)"),
+        }
+    }
     Ok(())
 }

@@ -186,8 +186,11 @@ impl Conversation {
         }
         let new = ids[self.fed.len()..].to_vec();
         let generated = generate(model, &mut self.state, &new, options, on_token).await?;
+        // The last token of a reply cut by max_tokens or a cancel was sampled but never fed:
+        // the state's position says how many were.
+        let consumed = self.state.position.saturating_sub(ids.len()).min(generated.tokens.len());
         self.fed = ids;
-        self.fed.extend(&generated.tokens);
+        self.fed.extend(&generated.tokens[..consumed]);
         Ok(generated)
     }
 

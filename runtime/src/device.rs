@@ -19,6 +19,31 @@ pub enum BackendChoice {
     Gpu,
     /// Burn's Flex CPU backend.
     Cpu,
+    /// A wgpu adapter on exactly this graphics API (no fallback to another one).
+    Api(GraphicsApi),
+}
+
+/// The native graphics APIs wgpu drives. Which exist depends on the platform: Vulkan on
+/// Linux, Windows and Android; Metal on Apple; DX12 on Windows; GL (GLES/WebGL) widely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphicsApi {
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+}
+
+impl GraphicsApi {
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wgpu(self) -> burn::tensor::wgpu::WgpuBackend {
+        use burn::tensor::wgpu::WgpuBackend;
+        match self {
+            Self::Vulkan => WgpuBackend::Vulkan,
+            Self::Metal => WgpuBackend::Metal,
+            Self::Dx12 => WgpuBackend::Dx12,
+            Self::Gl => WgpuBackend::Gl,
+        }
+    }
 }
 
 impl FromStr for BackendChoice {
@@ -28,7 +53,13 @@ impl FromStr for BackendChoice {
             "auto" => Ok(Self::Auto),
             "gpu" | "wgpu" => Ok(Self::Gpu),
             "cpu" => Ok(Self::Cpu),
-            other => Err(format!("unknown backend `{other}` (auto, gpu, cpu)")),
+            "vulkan" => Ok(Self::Api(GraphicsApi::Vulkan)),
+            "metal" => Ok(Self::Api(GraphicsApi::Metal)),
+            "dx12" => Ok(Self::Api(GraphicsApi::Dx12)),
+            "gl" | "opengl" => Ok(Self::Api(GraphicsApi::Gl)),
+            other => Err(format!(
+                "unknown backend `{other}` (auto, gpu, cpu, vulkan, metal, dx12, gl)"
+            )),
         }
     }
 }
@@ -100,14 +131,18 @@ impl Selected {
 }
 
 /// The process-wide wgpu device: Burn registers one runtime per adapter selector, so it is
-/// initialised once and cloned afterwards.
+/// initialised once and cloned afterwards. The first request's graphics API wins.
 static WGPU: OnceLock<Result<(Device, AdapterSummary), String>> = OnceLock::new();
 
 #[cfg(not(target_arch = "wasm32"))]
-fn wgpu_device() -> Result<(Device, AdapterSummary), RuntimeError> {
+fn wgpu_device(api: Option<GraphicsApi>) -> Result<(Device, AdapterSummary), RuntimeError> {
     WGPU.get_or_init(|| {
+        let mut options = Device::wgpu_options();
+        if let Some(api) = api {
+            options = options.graphics_api(api.wgpu());
+        }
         // Burn's init panics deep inside when no adapter exists; catch that as "no GPU".
-        let init = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
+        let init = std::panic::catch_unwind(|| options.init_with_setup());
         match init {
             Ok(Ok((device, setup))) => Ok((device, AdapterSummary::new(&setup))),
             Ok(Err(e)) => Err(e.to_string()),
@@ -145,8 +180,8 @@ pub fn has_hardware_adapter() -> bool {
 /// Selects the device for `choice` (native).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
-    let gpu = || {
-        wgpu_device().map(|(device, adapter)| Selected {
+    let gpu = |api| {
+        wgpu_device(api).map(|(device, adapter)| Selected {
             device,
             adapter: Some(adapter),
             notice: None,
@@ -154,10 +189,13 @@ pub fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
     };
     match choice {
         BackendChoice::Cpu => Ok(Selected::cpu(None)),
-        BackendChoice::Gpu => gpu(),
+        BackendChoice::Gpu => gpu(None),
+        BackendChoice::Api(api) => gpu(Some(api)).map_err(|e| {
+            RuntimeError::Gpu(format!("no {api:?} adapter in this build or on this machine ({e})"))
+        }),
         BackendChoice::Auto => {
             if has_hardware_adapter()
-                && let Ok(selected) = gpu()
+                && let Ok(selected) = gpu(None)
             {
                 return Ok(selected);
             }
@@ -173,7 +211,8 @@ pub fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
 pub async fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
     match choice {
         BackendChoice::Cpu => Ok(Selected::cpu(None)),
-        BackendChoice::Gpu | BackendChoice::Auto => match wgpu_device_async().await {
+        // The browser has one API, WebGPU; a native API name means "the GPU".
+        BackendChoice::Gpu | BackendChoice::Api(_) | BackendChoice::Auto => match wgpu_device_async().await {
             Ok((device, adapter)) => Ok(Selected {
                 device,
                 adapter: Some(adapter),
@@ -190,5 +229,5 @@ pub async fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
 /// The wgpu device for tests, or `None` when the machine has no adapter at all.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn test_gpu() -> Option<Device> {
-    wgpu_device().ok().map(|(d, _)| d)
+    wgpu_device(None).ok().map(|(d, _)| d)
 }

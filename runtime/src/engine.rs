@@ -1,16 +1,18 @@
 //! The high-level entry point: a model directory (config, weights, tokenizer) loaded onto the
 //! selected device, ready to produce logits or stream text.
 
+use std::sync::Arc;
+
 use burn::tensor::DType;
 
 use crate::config::ModelConfig;
 use crate::device::{BackendChoice, Selected};
 use crate::error::{Error, RuntimeError};
 use crate::generate::{GenerateOptions, Generated, generate, prefill, read_logits};
-use crate::model::{Logits, Model, State};
+use crate::experts::ExpertSource;
+use crate::model::{Logits, Model, State, StreamedExperts};
 use crate::tokenizer::Tokenizer;
 use crate::chat::ChatTemplate;
-use crate::error::WeightsError;
 use crate::weights::{GgufFile, SafetensorsSet, ShardBytes, WeightSource};
 
 /// Storage type of the large matrices on the device.
@@ -40,6 +42,14 @@ impl std::str::FromStr for MatrixDType {
 pub struct RuntimeOptions {
     pub backend: BackendChoice,
     pub matrix_dtype: MatrixDType,
+    /// The largest storage binding to assume, when lower than the adapter's limit: tensors
+    /// beyond it are split into row blocks (tests use it to force the split path).
+    pub max_binding_bytes: Option<u64>,
+    /// The expert cache budget in bytes when experts stream from a pack; `None` sizes it from
+    /// the device (see [`default_expert_budget`]).
+    pub expert_cache_bytes: Option<u64>,
+    /// Turns off loading the next layer's predicted experts ahead of need (for measuring it).
+    pub no_expert_prefetch: bool,
 }
 
 /// Everything a model consists of, in memory (or memory-mapped): what a directory, a GGUF
@@ -50,6 +60,8 @@ pub struct ModelFiles {
     pub tokenizer_json: Option<Vec<u8>>,
     /// `tokenizer_config.json`, where the chat template and special tokens live.
     pub tokenizer_config_json: Option<String>,
+    /// Experts that stream from a pack (then `weights` holds only the dense tensors).
+    pub experts: Option<Arc<dyn ExpertSource>>,
 }
 
 impl ModelFiles {
@@ -65,27 +77,49 @@ impl ModelFiles {
             weights: WeightSource::Files(Box::new(SafetensorsSet::from_shards(shards)?)),
             tokenizer_json,
             tokenizer_config_json,
+            experts: None,
         })
     }
 
     /// Reads a Hugging Face model directory natively (weights memory-mapped).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_dir(dir: &std::path::Path) -> Result<Self, Error> {
+        let mut files = Self::read_dir_files(dir)?;
+        files.weights = WeightSource::open_dir(dir)?;
+        Ok(files)
+    }
+
+    /// A directory's JSON and tokenizer files (weights left empty).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn read_dir_files(dir: &std::path::Path) -> Result<Self, Error> {
         let path = dir.join("config.json");
-        let config_json = std::fs::read_to_string(&path).map_err(|source| WeightsError::Io {
+        let config_json = std::fs::read_to_string(&path).map_err(|source| crate::error::WeightsError::Io {
             path: path.display().to_string(),
             source,
         })?;
         Ok(Self {
             config_json,
-            weights: WeightSource::open_dir(dir)?,
+            weights: WeightSource::Random { std: 0.0 },
             tokenizer_json: std::fs::read(dir.join("tokenizer.json")).ok(),
             tokenizer_config_json: std::fs::read_to_string(dir.join("tokenizer_config.json")).ok(),
+            experts: None,
         })
     }
 }
 
 impl ModelFiles {
+    /// Reads an expert pack made by `minimax convert` natively: the dense tensors from
+    /// `dense.safetensors`, the experts on demand from `experts.bin`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_pack(dir: &std::path::Path) -> Result<Self, Error> {
+        let pack = crate::experts::pack::ExpertPack::open(dir)?;
+        let dense = pack.dense_store()?;
+        let mut files = Self::read_dir_files(dir)?;
+        files.weights = WeightSource::Files(Box::new(dense));
+        files.experts = Some(Arc::new(pack));
+        Ok(files)
+    }
+
     /// A GGUF file (llama.cpp's format): the config, tokenizer and chat template come from its
     /// metadata, unless a `tokenizer.json` / `tokenizer_config.json` lies beside it.
     pub fn from_gguf(gguf: GgufFile, sidecar_tokenizer: Option<Vec<u8>>, sidecar_config: Option<String>) -> Result<Self, Error> {
@@ -117,6 +151,7 @@ impl ModelFiles {
             weights: WeightSource::Files(Box::new(gguf)),
             tokenizer_json,
             tokenizer_config_json,
+            experts: None,
         })
     }
 
@@ -138,6 +173,9 @@ impl ModelFiles {
         if path.is_file() {
             return Self::read_gguf(path);
         }
+        if path.join(crate::experts::pack::INDEX_FILE).exists() {
+            return Self::read_pack(path);
+        }
         if !path.join("config.json").exists() {
             let ggufs: Vec<_> = std::fs::read_dir(path)
                 .map(|entries| {
@@ -152,6 +190,19 @@ impl ModelFiles {
             }
         }
         Self::read_dir(path)
+    }
+}
+
+/// The expert cache budget when none is given. wgpu does not report how much memory an
+/// adapter has, so this goes by its kind: a discrete GPU gets 8 GiB, an integrated one (whose
+/// memory is the system's) 2 GiB, and a software adapter, the browser or the CPU 1 GiB. A
+/// model whose experts fit keeps them all resident.
+pub fn default_expert_budget(selected: &Selected) -> u64 {
+    const GIB: u64 = 1 << 30;
+    match selected.adapter.as_ref().map(|a| a.device_type.as_str()) {
+        Some("DiscreteGpu") => 8 * GIB,
+        Some("IntegratedGpu") => 2 * GIB,
+        _ => GIB,
     }
 }
 
@@ -174,6 +225,16 @@ impl Engine {
 
     /// Loads `files` onto the `selected` device.
     pub fn new(files: ModelFiles, selected: Selected, options: &RuntimeOptions) -> Result<Self, Error> {
+        Self::new_with_progress(files, selected, options, &|_, _| {})
+    }
+
+    /// [`Self::new`], calling `progress(bytes read, bytes in all)` as the weights are read.
+    pub fn new_with_progress(
+        files: ModelFiles,
+        selected: Selected,
+        options: &RuntimeOptions,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Self, Error> {
         let config = ModelConfig::from_json(&files.config_json)?;
         let tokenizer = files.tokenizer_json.as_deref().map(Tokenizer::from_bytes).transpose()?;
         let chat_template = files
@@ -183,8 +244,25 @@ impl Engine {
             .transpose()?
             .flatten();
         let dtype = matrix_dtype(options.matrix_dtype, &selected, &files.weights);
-        let max_binding = selected.adapter.as_ref().map(|a| a.max_storage_buffer_binding_size);
-        let model = Model::load(config, &files.weights, &selected.device, dtype, max_binding)?;
+        let adapter_limit = selected.adapter.as_ref().map(|a| a.max_storage_buffer_binding_size);
+        let max_binding = match (adapter_limit, options.max_binding_bytes) {
+            (Some(a), Some(o)) => Some(a.min(o)),
+            (a, o) => a.or(o),
+        };
+        let streamed = files.experts.map(|source| StreamedExperts {
+            prefetch: !options.no_expert_prefetch,
+            budget_bytes: options
+                .expert_cache_bytes
+                .unwrap_or_else(|| default_expert_budget(&selected)),
+            source,
+        });
+        let total = files.weights.stored_bytes();
+        let done = std::cell::Cell::new(0u64);
+        let step = |bytes: u64| {
+            done.set(done.get() + bytes);
+            progress(done.get().min(total), total);
+        };
+        let model = Model::load(config, &files.weights, &selected.device, dtype, max_binding, streamed, Some(&step))?;
         Ok(Self {
             model,
             tokenizer,
@@ -195,6 +273,12 @@ impl Engine {
 
     pub fn new_state(&self) -> State {
         self.model.new_state()
+    }
+
+    /// The expert cache's counters and slot count, when experts stream from a pack.
+    pub fn expert_stats(&self) -> Option<(crate::experts::CacheStats, usize)> {
+        let cache = self.model.experts.as_ref()?.lock().ok()?;
+        Some((cache.stats(), cache.slots()))
     }
 
     /// Logits of every position of `tokens` from a fresh state, fed `chunk` tokens at a time:

@@ -38,6 +38,15 @@ pub enum WeightsError {
     DType { name: String, dtype: String },
     #[error("no weights found in {0} (expected model.safetensors or model.safetensors.index.json)")]
     NoWeights(String),
+    /// One record of an expert pack that is missing, cut short or fails its checksum.
+    #[error("expert pack {path}: layer {layer}, expert {expert}, record at byte {offset}: {reason}")]
+    CorruptExpert {
+        path: String,
+        layer: usize,
+        expert: usize,
+        offset: u64,
+        reason: String,
+    },
 }
 
 /// A kernel launch whose inputs break its shape contract.

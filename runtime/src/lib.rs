@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod experts;
 pub mod generate;
 pub mod kernels;
 pub mod model;

@@ -13,6 +13,8 @@ pub mod lightning_prefill;
 pub mod moe_gather;
 pub mod moe_route;
 pub mod moe_scatter;
+pub mod qgemm;
+pub mod qgemv;
 pub mod rms_norm;
 
 mod launch;
@@ -80,6 +82,23 @@ pub trait Kernels: burn::backend::Backend {
         weights: FloatTensor<Self>,
         positions: IntTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    fn qgemv(
+        x: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        table: IntTensor<Self>,
+        pool: IntTensor<Self>,
+        y: FloatTensor<Self>,
+        params: qgemv::Params,
+        variant: qgemv::Variant,
+    ) -> FloatTensor<Self>;
+
+    fn qgemm(
+        x: FloatTensor<Self>,
+        pool: IntTensor<Self>,
+        params: qgemm::Params,
+        variant: qgemv::Variant,
+    ) -> FloatTensor<Self>;
 }
 
 impl Kernels for burn::backend::wgpu::CubeBackend {
@@ -146,6 +165,27 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
     ) -> FloatTensor<Self> {
         moe_scatter::launch(ys, weights, positions)
     }
+
+    fn qgemv(
+        x: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        table: IntTensor<Self>,
+        pool: IntTensor<Self>,
+        y: FloatTensor<Self>,
+        params: qgemv::Params,
+        variant: qgemv::Variant,
+    ) -> FloatTensor<Self> {
+        qgemv::launch(x, ids, table, pool, y, params, variant)
+    }
+
+    fn qgemm(
+        x: FloatTensor<Self>,
+        pool: IntTensor<Self>,
+        params: qgemm::Params,
+        variant: qgemv::Variant,
+    ) -> FloatTensor<Self> {
+        qgemm::launch(x, pool, params, variant)
+    }
 }
 
 /// Wraps a dispatch float primitive back into a tensor.
@@ -161,8 +201,11 @@ fn int<const D: usize>(t: IntTensor<Dispatch>) -> Tensor<D, Int> {
 /// Shared helpers for kernel tests: seeded inputs and error measures.
 #[cfg(test)]
 pub(crate) mod testing {
-    use burn::tensor::{Device, Tensor, TensorData};
+    use burn::tensor::{Device, Int, Tensor, TensorData};
     use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+    use crate::experts::ExpertLayout;
+    use crate::weights::StoredDType;
 
     /// Seeded uniform values in [-scale, scale).
     pub fn random<const D: usize>(seed: u64, shape: [usize; D], scale: f32, device: &Device) -> Tensor<D> {
@@ -197,5 +240,61 @@ pub(crate) mod testing {
             rel = rel.max(d / y.abs().max(1e-3));
         }
         (abs, rel)
+    }
+
+    /// Asserts that `out` matches `reference` to f32-accumulation accuracy: max-abs error at
+    /// most 1e-4 of the largest reference magnitude (a per-element relative error would blow up
+    /// on outputs that cancel to near zero).
+    pub fn check(out: Tensor<2>, reference: Tensor<2>, what: &str) {
+        let scale = reference.clone().abs().max().into_scalar::<f32>();
+        let (abs, rel) = diff(out, reference);
+        assert!(abs <= 1e-4 * scale.max(1e-3), "{what}: max abs {abs} (scale {scale}, rel {rel})");
+    }
+
+    /// An Int tensor of `values`.
+    pub fn ints(values: &[i32], device: &Device) -> Tensor<1, Int> {
+        Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+    }
+
+    /// A pool of expert records with seeded uniform weights in [-1, 1): expert `e` in slot
+    /// `slots[e]` (`None`: in another pool), one extra slot after the last and unused slots
+    /// filled with junk, so that misaddressing shows. Returns `(layout, words, table)` with
+    /// `table[e]` the record's word offset or -1.
+    pub fn expert_pool(
+        seed: u64,
+        dtype: StoredDType,
+        hidden: usize,
+        ffn: usize,
+        slots: &[Option<usize>],
+    ) -> (ExpertLayout, Vec<i32>, Vec<i32>) {
+        let layout = ExpertLayout::new(dtype, hidden, ffn).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut values = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        let stride = layout.slot_bytes();
+        let count = slots.iter().flatten().max().map_or(1, |s| s + 2);
+        let mut bytes: Vec<u8> = values(count * stride / 4).iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut table = Vec::new();
+        for slot in slots {
+            let Some(s) = slot else {
+                table.push(-1);
+                continue;
+            };
+            let (c, f) = (hidden, ffn);
+            let record = layout.encode(&values(f * c), &values(f * c), &values(c * f));
+            bytes[s * stride..s * stride + record.len()].copy_from_slice(&record);
+            table.push((s * stride / 4) as i32);
+        }
+        let words = bytes.chunks_exact(4).map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        (layout, words, table)
+    }
+
+    /// The field names of `struct Params` in a kernel's WGSL source.
+    pub fn wgsl_fields(src: &str) -> Vec<String> {
+        let body = src.split("struct Params {").nth(1).unwrap().split('}').next().unwrap();
+        body.split(',')
+            .filter_map(|f| f.split(':').next())
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect()
     }
 }

@@ -56,7 +56,9 @@ pub fn rms_norm(
     }
     let (b, alpha, beta, has_branch) = match branch {
         Some((b, alpha, beta)) => (b, alpha, beta, 1),
-        None => (x.clone(), 1.0, 0.0, 0),
+        // WebGPU forbids two writable bindings over the same bytes, so the unused branch
+        // binding gets a one-element placeholder rather than another view of x.
+        None => (Tensor::zeros([1, 1], &x.device()), 1.0, 0.0, 0),
     };
     let p = Params {
         rows: rows as u32,

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 use super::attention::Attention;
 use super::lightning::LightningAttention;
 use super::moe::{Expert, Moe};
+use super::moe_streamed::Streamed;
 use super::state::LayerState;
 use crate::config::{Ffn, LayerConfig, LayerKind, ModelConfig};
 use crate::error::{Error, WeightsError};
@@ -30,9 +31,10 @@ pub enum FeedForward {
 impl FeedForward {
     /// # Shapes
     /// `x`: `[T, C]` → `[T, C]`.
-    pub async fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, Error> {
+    /// `streamed` is given for a MoE whose experts live in the expert cache.
+    pub async fn forward(&self, x: Tensor<2>, streamed: Option<Streamed<'_>>) -> Result<Tensor<2>, Error> {
         match self {
-            FeedForward::Moe(moe) => moe.forward(x).await,
+            FeedForward::Moe(moe) => moe.forward(x, streamed).await,
             FeedForward::Dense(mlp) => Ok(mlp.forward(x)),
         }
     }
@@ -48,7 +50,13 @@ pub struct Layer {
 }
 
 impl Layer {
-    pub fn load(config: &ModelConfig, index: usize, loader: &Loader<'_>, device: &Device) -> Result<Self, WeightsError> {
+    pub fn load(
+        config: &ModelConfig,
+        index: usize,
+        loader: &Loader<'_>,
+        device: &Device,
+        streamed_experts: bool,
+    ) -> Result<Self, WeightsError> {
         let n = Names;
         let c = config.hidden_size;
         let layer = config.layers[index].clone();
@@ -62,7 +70,7 @@ impl Layer {
             post_attention_norm: loader.vector(&n.post_attention_norm(index), [c])?,
             mixer,
             ffn: match &config.ffn {
-                Ffn::Moe(moe) => FeedForward::Moe(Moe::load(moe, c, index, loader)?),
+                Ffn::Moe(moe) => FeedForward::Moe(Moe::load(moe, c, index, loader, streamed_experts)?),
                 Ffn::Dense { .. } => FeedForward::Dense(Expert::load_dense(config, index, loader)?),
             },
         })

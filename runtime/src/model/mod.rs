@@ -6,6 +6,7 @@ pub mod layer;
 pub mod lightning;
 pub mod linear;
 pub mod moe;
+pub mod moe_streamed;
 pub mod rope;
 pub mod snapshot;
 pub mod state;
@@ -14,11 +15,15 @@ pub use state::{KvCache, LayerState, State};
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
-use crate::config::{ModelConfig, NormPlacement};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{Ffn, ModelConfig, NormPlacement};
+use crate::experts::{ExpertCache, ExpertSource};
 use crate::error::{Error, RuntimeError, WeightsError};
 use crate::kernels::{rms_norm::rms_norm, uses_wgsl};
 use crate::weights::{Loader, Names, WeightSource};
-use layer::Layer;
+use layer::{FeedForward, Layer};
+use moe_streamed::Streamed;
 use linear::Linear;
 
 /// Which rows of logits a forward pass returns.
@@ -45,6 +50,18 @@ pub struct Model {
     block: usize,
     /// Identifies the model in saved states (see [`snapshot`]).
     pub fingerprint: String,
+    /// The expert cache, when the experts stream from a pack instead of being loaded whole.
+    pub experts: Option<Arc<Mutex<ExpertCache>>>,
+    prefetch: bool,
+}
+
+/// Experts that stream from a pack into a bounded cache.
+pub struct StreamedExperts {
+    pub source: Arc<dyn ExpertSource>,
+    /// The cache budget in bytes (at least `top_k` experts are kept whatever it says).
+    pub budget_bytes: u64,
+    /// Whether to load the next layer's predicted experts ahead of need.
+    pub prefetch: bool,
 }
 
 /// Lightning prefill block of the WGSL kernel (fits WebGPU's 16 KiB workgroup memory for
@@ -53,7 +70,8 @@ pub const GPU_LIGHTNING_BLOCK: usize = 16;
 
 impl Model {
     /// Loads every tensor of `config` from `source` onto `device`; big matrices are stored as
-    /// `matrix_dtype` (f32, or f16 on GPUs with shader-f16).
+    /// `matrix_dtype` (f32, or f16 on GPUs with shader-f16). `progress` gets the stored bytes
+    /// of each piece read.
     /// `max_binding_bytes` is the adapter's storage-binding limit (`None` on the CPU).
     pub fn load(
         config: ModelConfig,
@@ -61,19 +79,22 @@ impl Model {
         device: &Device,
         matrix_dtype: DType,
         max_binding_bytes: Option<u64>,
-    ) -> Result<Self, WeightsError> {
+        streamed: Option<StreamedExperts>,
+        progress: Option<&dyn Fn(u64)>,
+    ) -> Result<Self, Error> {
         let loader = Loader {
             source,
             device,
             matrix_dtype,
             max_binding_bytes,
+            progress,
         };
         let n = Names;
         let (v, c) = (config.vocab_size, config.hidden_size);
         let _span = tracing::info_span!("load", layers = config.num_layers()).entered();
         let embed = Linear::load(&loader, &n.embed(), v, c)?;
         let layers = (0..config.num_layers())
-            .map(|i| Layer::load(&config, i, &loader, device))
+            .map(|i| Layer::load(&config, i, &loader, device, streamed.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
         let norm = loader.vector(&n.final_norm(), [c])?;
         let lm_head = if config.tie_word_embeddings && !source.has(&n.lm_head()) {
@@ -90,6 +111,41 @@ impl Model {
             WeightSource::Random { .. } => b"random".to_vec(),
         };
         let fingerprint = snapshot::fingerprint(&[format!("{config:?}").as_bytes(), &sample]);
+        let prefetch = streamed.as_ref().is_some_and(|s| s.prefetch);
+        let experts = match (streamed, &config.ffn) {
+            (Some(s), Ffn::Moe(moe)) => {
+                let layers: Vec<usize> = (0..config.num_layers()).collect();
+                let layout = s.source.layout();
+                if (layout.hidden, layout.ffn) != (c, moe.intermediate_size) {
+                    return Err(WeightsError::Format {
+                        path: "experts".into(),
+                        reason: format!(
+                            "the pack's experts are {}×{} but the config says hidden {c}, FFN {}",
+                            layout.hidden, layout.ffn, moe.intermediate_size
+                        ),
+                    }
+                    .into());
+                }
+                let cache = ExpertCache::new(
+                    s.source,
+                    &layers,
+                    moe.num_experts,
+                    s.budget_bytes,
+                    moe.top_k,
+                    device,
+                    max_binding_bytes,
+                )?;
+                Some(Arc::new(Mutex::new(cache)))
+            }
+            (Some(_), Ffn::Dense { .. }) => {
+                return Err(WeightsError::Format {
+                    path: "experts".into(),
+                    reason: "an expert pack was given for a model without experts".into(),
+                }
+                .into());
+            }
+            (None, _) => None,
+        };
         Ok(Self {
             config,
             device: device.clone(),
@@ -99,6 +155,8 @@ impl Model {
             lm_head,
             block,
             fingerprint,
+            experts,
+            prefetch,
         })
     }
 
@@ -180,6 +238,14 @@ impl Model {
         let post = self.config.norm == NormPlacement::Post;
         let eps = self.config.rms_norm_eps;
         let mut pending: Option<(Tensor<2>, f32, f32)> = None;
+        let routers: Vec<Option<&Linear>> = self
+            .layers
+            .iter()
+            .map(|l| match &l.ffn {
+                FeedForward::Moe(m) => Some(&m.router),
+                FeedForward::Dense(_) => None,
+            })
+            .collect();
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::debug_span!("layer", i).entered();
             let (h, a) = rms_norm(x, pending.take(), &layer.input_norm, eps)?;
@@ -191,7 +257,19 @@ impl Model {
                 &layer.post_attention_norm,
                 eps,
             )?;
-            let ffn = layer.ffn.forward(b.clone()).await?;
+            let streamed = match (&self.experts, &layer.ffn) {
+                (Some(cache), FeedForward::Moe(moe)) => Some(Streamed {
+                    cache,
+                    layer: i,
+                    top_k: moe.top_k,
+                    num_experts: moe.num_experts,
+                    next: (i + 1..routers.len())
+                        .find_map(|j| routers[j].map(|r| (j, r)))
+                        .filter(|_| self.prefetch),
+                }),
+                _ => None,
+            };
+            let ffn = layer.ffn.forward(b.clone(), streamed).await?;
             x = if post { b } else { h };
             pending = Some((ffn, layer.config.mlp_alpha, layer.config.mlp_beta));
         }

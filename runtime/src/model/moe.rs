@@ -8,6 +8,7 @@
 use burn::tensor::{Tensor, activation};
 
 use super::linear::Linear;
+use super::moe_streamed::Streamed;
 use crate::config::{ModelConfig, MoeConfig};
 use crate::error::{Error, RuntimeError, WeightsError};
 use crate::kernels::{moe_gather::moe_gather, moe_route::moe_route, moe_scatter::moe_scatter};
@@ -23,6 +24,14 @@ pub struct Expert {
 }
 
 impl Expert {
+    /// An expert from its fused `gate_up [2F, C]` and `down [C, F]` matrices.
+    pub fn from_matrices(gate_up: Tensor<2>, down: Tensor<2>) -> Self {
+        Self {
+            gate_up: Linear::new(gate_up),
+            down: Linear::new(down),
+        }
+    }
+
     /// The dense SwiGLU MLP of a Llama-family layer: `gate_proj`, `up_proj`, `down_proj`.
     pub fn load_dense(config: &ModelConfig, layer: usize, loader: &Loader<'_>) -> Result<Self, WeightsError> {
         let n = Names;
@@ -48,14 +57,23 @@ impl Expert {
 #[derive(Debug, Clone)]
 pub struct Moe {
     /// `[E, C]`, kept in f32.
-    router: Linear,
+    pub(crate) router: Linear,
+    /// Resident experts; empty when they stream from a pack (see [`super::moe_streamed`]).
     experts: Vec<Expert>,
-    top_k: usize,
+    pub(crate) num_experts: usize,
+    pub(crate) top_k: usize,
 }
 
 impl Moe {
-    /// Loads either expert layout (see [`crate::weights::names`]).
-    pub fn load(config: &MoeConfig, hidden: usize, layer: usize, loader: &Loader<'_>) -> Result<Self, WeightsError> {
+    /// Loads either expert layout (see [`crate::weights::names`]); with `streamed`, only the
+    /// router (the experts live in an expert cache).
+    pub fn load(
+        config: &MoeConfig,
+        hidden: usize,
+        layer: usize,
+        loader: &Loader<'_>,
+        streamed: bool,
+    ) -> Result<Self, WeightsError> {
         let n = Names;
         let (c, f, e) = (hidden, config.intermediate_size, config.num_experts);
         let prefix = MOE_PREFIXES
@@ -63,6 +81,14 @@ impl Moe {
             .find(|p| loader.source.has(&n.router(layer, p)))
             .unwrap_or(MOE_PREFIXES[0]);
         let router = Linear::new(loader.router(&n.router(layer, prefix), [e, c])?);
+        if streamed {
+            return Ok(Self {
+                router,
+                experts: Vec::new(),
+                num_experts: e,
+                top_k: config.top_k,
+            });
+        }
         let fused_name = n.fused_experts(layer, prefix, "gate_up_proj");
         let fused = !loader.source.has(&n.expert(layer, prefix, 0, "w1")) && loader.source.has(&fused_name);
         let experts = (0..e)
@@ -86,13 +112,17 @@ impl Moe {
         Ok(Self {
             router,
             experts,
+            num_experts: e,
             top_k: config.top_k,
         })
     }
 
     /// # Shapes
     /// `x`: `[T, C]` → `[T, C]`.
-    pub async fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>, Error> {
+    pub async fn forward(&self, x: Tensor<2>, streamed: Option<Streamed<'_>>) -> Result<Tensor<2>, Error> {
+        if let Some(streamed) = streamed {
+            return streamed.forward(x, &self.router).await;
+        }
         let logits = self.router.forward(x.clone());
         let (ids, weights) = moe_route(logits, self.top_k)?;
         let grouped = moe_gather(x, ids, self.experts.len())?;

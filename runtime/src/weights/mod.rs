@@ -1,10 +1,13 @@
 //! Weights: where tensors come from (safetensors files or a seeded random init for synthetic
 //! benchmark models) and the checked loading of named, shaped tensors onto a device.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod file_source;
 mod gguf;
 mod gguf_tokenizer;
 mod names;
 pub mod quant;
+pub mod quantize;
 mod safetensors;
 
 pub use gguf::{GgufFile, MetaValue};
@@ -19,8 +22,36 @@ use burn::tensor::{DType, Device, Distribution, Tensor, TensorData};
 
 use crate::error::WeightsError;
 
-/// Owner of a file's bytes: a memory map natively, a copy of an `ArrayBuffer` on the web.
+/// Owner of a file's bytes in memory: a memory map natively, a buffer, or the demo model
+/// compiled into the binary.
 pub type ShardBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// Random access to the bytes of one file. Safetensors shards are read through it tensor by
+/// tensor, so only one tensor at a time has to be in memory: natively the source is a memory
+/// map; in a browser worker it is an OPFS file, a `Blob` or HTTP Range requests.
+pub trait ByteSource: Send + Sync {
+    fn len(&self) -> u64;
+    /// Bytes `offset .. offset + len`.
+    fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, WeightsError>;
+}
+
+impl ByteSource for ShardBytes {
+    fn len(&self) -> u64 {
+        (**self).as_ref().len() as u64
+    }
+
+    fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, WeightsError> {
+        let bytes = (**self).as_ref();
+        let start = offset as usize;
+        bytes
+            .get(start..start.saturating_add(len))
+            .map(Cow::Borrowed)
+            .ok_or_else(|| WeightsError::Format {
+                path: "<memory>".into(),
+                reason: format!("read of {len} bytes at {offset} past the end ({} bytes)", bytes.len()),
+            })
+    }
+}
 
 /// Element type of a stored tensor: a float type, or a ggml block format (layouts and block
 /// geometry in [`quant`]).
@@ -47,7 +78,7 @@ pub struct RawTensor<'a> {
     pub bytes: Cow<'a, [u8]>,
 }
 
-impl RawTensor<'_> {
+impl<'a> RawTensor<'a> {
     /// Decodes (and dequantizes) to f32 (little-endian storage; works on unaligned bytes).
     pub fn to_f32(&self) -> Vec<f32> {
         quant::dequantize(self.dtype, &self.bytes)
@@ -55,13 +86,18 @@ impl RawTensor<'_> {
 
     /// Rows `start..start + n` of this tensor seen as `[rows, cols]` (row-major; a row of a
     /// block-quantised tensor is a whole number of blocks).
-    pub fn rows(&self, start: usize, n: usize, cols: usize) -> RawTensor<'_> {
+    pub fn into_rows(self, start: usize, n: usize, cols: usize) -> RawTensor<'a> {
         let rows = self.shape.iter().product::<usize>() / cols.max(1);
         let row = self.bytes.len() / rows.max(1);
+        let range = start * row..(start + n) * row;
+        let bytes = match self.bytes {
+            Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
+            Cow::Owned(b) => Cow::Owned(b[range].to_vec()),
+        };
         RawTensor {
             dtype: self.dtype,
             shape: vec![n, cols],
-            bytes: Cow::Borrowed(&self.bytes[start * row..(start + n) * row]),
+            bytes,
         }
     }
 }
@@ -73,6 +109,22 @@ pub trait TensorStore: Send + Sync {
     fn names(&self) -> Vec<String>;
     /// The stored tensor `name`, if present.
     fn get(&self, name: &str) -> Result<Option<RawTensor<'_>>, WeightsError>;
+
+    /// Stored bytes of tensor `name`; stores that read lazily override it to read nothing.
+    fn byte_len(&self, name: &str) -> Result<Option<u64>, WeightsError> {
+        Ok(self.get(name)?.map(|t| t.bytes.len() as u64))
+    }
+
+    /// The shape of tensor `name`, without reading it.
+    fn shape_of(&self, name: &str) -> Result<Option<Vec<usize>>, WeightsError> {
+        Ok(self.get(name)?.map(|t| t.shape))
+    }
+
+    /// Rows `start..start + n` of tensor `name` viewed as `[rows, cols]`. Stores that read
+    /// lazily override it to read only those bytes.
+    fn get_rows(&self, name: &str, start: usize, n: usize, cols: usize) -> Result<Option<RawTensor<'_>>, WeightsError> {
+        Ok(self.get(name)?.map(|t| t.into_rows(start, n, cols)))
+    }
 }
 
 /// Where weights come from.
@@ -124,8 +176,7 @@ impl WeightSource {
             WeightSource::Files(set) => set
                 .names()
                 .iter()
-                .filter_map(|n| set.get(n).ok().flatten())
-                .map(|t| t.bytes.len() as u64)
+                .filter_map(|n| set.byte_len(n).ok().flatten())
                 .sum(),
             WeightSource::Random { .. } => 0,
         }
@@ -152,6 +203,9 @@ impl WeightSource {
     }
 }
 
+/// Largest piece of a tensor converted on the host at once (f32 bytes).
+pub const STAGING_BYTES: usize = 16 << 20;
+
 /// Loads named tensors onto one device, checking their shapes.
 pub struct Loader<'a> {
     pub source: &'a WeightSource,
@@ -160,12 +214,14 @@ pub struct Loader<'a> {
     pub matrix_dtype: DType,
     /// Largest tensor one storage binding may hold (`None`: unlimited, on the CPU).
     pub max_binding_bytes: Option<u64>,
+    /// Called with the stored bytes of each piece read, for progress bars.
+    pub progress: Option<&'a dyn Fn(u64)>,
 }
 
 impl Loader<'_> {
-    /// A matrix (or stack of matrices) stored in `matrix_dtype`.
-    pub fn matrix<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, WeightsError> {
-        self.load(name, shape, self.matrix_dtype, false)
+    /// A matrix stored in `matrix_dtype`.
+    pub fn matrix(&self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>, WeightsError> {
+        self.row_block(name, &shape, 0, shape[0], shape[1])
     }
 
     /// A matrix split into row blocks that each fit one storage binding (one block when the
@@ -192,17 +248,51 @@ impl Loader<'_> {
     }
 
     /// Rows `start..start + n` of tensor `name` (stored with shape `stored`) viewed as a
-    /// matrix of `cols` columns.
+    /// matrix of `cols` columns. Large blocks travel to the device in pieces of at most
+    /// [`STAGING_BYTES`] and are joined there, so host memory never holds a whole big tensor.
     fn row_block(&self, name: &str, stored: &[usize], start: usize, n: usize, cols: usize) -> Result<Tensor<2>, WeightsError> {
         let options = (self.device, self.matrix_dtype);
-        let block = [n, cols];
-        match self.source {
-            WeightSource::Random { std } => Ok(Tensor::random(block, Distribution::Normal(0.0, *std), options)),
-            WeightSource::Files(set) => {
-                let raw = self.raw(set.as_ref(), name, stored)?;
-                let part = raw.rows(start, n, cols);
-                Ok(Tensor::from_data(TensorData::new(part.to_f32(), block), options))
+        let set = match self.source {
+            WeightSource::Random { std } => {
+                return Ok(Tensor::random([n, cols], Distribution::Normal(0.0, *std), options));
             }
+            WeightSource::Files(set) => set.as_ref(),
+        };
+        self.check_shape(set, name, stored)?;
+        let rows_per_piece = (STAGING_BYTES / (cols * 4).max(1)).max(1);
+        let mut pieces = Vec::new();
+        let mut at = start;
+        while at < start + n {
+            let take = rows_per_piece.min(start + n - at);
+            let raw = set.get_rows(name, at, take, cols)?.ok_or_else(|| WeightsError::Missing {
+                name: name.to_string(),
+                expected: stored.to_vec(),
+            })?;
+            self.report(raw.bytes.len());
+            pieces.push(Tensor::from_data(TensorData::new(raw.to_f32(), [take, cols]), options));
+            at += take;
+        }
+        Ok(if pieces.len() == 1 { pieces.pop().unwrap() } else { Tensor::cat(pieces, 0) })
+    }
+
+    fn report(&self, bytes: usize) {
+        if let Some(progress) = self.progress {
+            progress(bytes as u64);
+        }
+    }
+
+    fn check_shape(&self, set: &dyn TensorStore, name: &str, shape: &[usize]) -> Result<(), WeightsError> {
+        match set.shape_of(name)? {
+            None => Err(WeightsError::Missing {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+            }),
+            Some(found) if found != shape => Err(WeightsError::Shape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            }),
+            Some(_) => Ok(()),
         }
     }
 
@@ -225,21 +315,6 @@ impl Loader<'_> {
         self.row_block(name, &stacked, index * r, r, c)
     }
 
-    fn raw<'s>(&self, set: &'s dyn TensorStore, name: &str, shape: &[usize]) -> Result<RawTensor<'s>, WeightsError> {
-        let raw = set.get(name)?.ok_or_else(|| WeightsError::Missing {
-            name: name.to_string(),
-            expected: shape.to_vec(),
-        })?;
-        if raw.shape != shape {
-            return Err(WeightsError::Shape {
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                found: raw.shape.to_vec(),
-            });
-        }
-        Ok(raw)
-    }
-
     fn load<const D: usize>(
         &self,
         name: &str,
@@ -255,9 +330,10 @@ impl Loader<'_> {
                 Tensor::random(shape, Distribution::Normal(0.0, *std), options)
             }),
             WeightSource::Files(set) => {
-                let raw = self.raw(set.as_ref(), name, &shape)?;
-                let data = TensorData::new(raw.to_f32(), shape);
-                Ok(Tensor::from_data(data, options))
+                self.check_shape(set.as_ref(), name, &shape)?;
+                let raw = set.get(name)?.expect("present: its shape was just read");
+                self.report(raw.bytes.len());
+                Ok(Tensor::from_data(TensorData::new(raw.to_f32(), shape), options))
             }
         }
     }

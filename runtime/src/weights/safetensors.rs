@@ -1,70 +1,94 @@
 //! Safetensors over bytes: one file or a sharded set (`model.safetensors.index.json`).
 //!
-//! A shard is any owner of bytes (a memory map natively, an `ArrayBuffer` copy on the web), so
-//! the reader code is shared. Only the header is parsed up front; tensor bytes are sliced out
-//! on demand.
+//! A shard is any [`ByteSource`]: a memory map natively; OPFS, a `Blob` or HTTP Range requests
+//! in the browser. Only the headers are parsed up front; each tensor's bytes are read on demand,
+//! so a model never has to fit in memory at once.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorInfo};
+use serde::Deserialize;
 
-use super::{RawTensor, ShardBytes, StoredDType, TensorStore};
+use super::{ByteSource, RawTensor, ShardBytes, StoredDType, TensorStore};
 use crate::error::WeightsError;
+
+/// One entry of a safetensors header.
+#[derive(Debug, Clone, Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
 
 struct Shard {
     path: String,
-    bytes: ShardBytes,
+    source: Box<dyn ByteSource>,
     /// Offset of the data section (8-byte length + JSON header).
-    data_start: usize,
-    tensors: HashMap<String, TensorInfo>,
+    data_start: u64,
+    tensors: HashMap<String, Entry>,
 }
 
-/// A set of safetensors shards, addressed by tensor name.
+/// Headers larger than this are refused (real ones are a few hundred KiB).
+const MAX_HEADER: u64 = 100 << 20;
+
+/// A set of safetensors shards, addressed by tensor name. Only the headers are read up front;
+/// each tensor's bytes are read from its source when asked for.
 pub struct SafetensorsSet {
     shards: Vec<Shard>,
     index: HashMap<String, usize>,
 }
 
 impl SafetensorsSet {
-    /// Builds the set from shards given as `(path for messages, bytes)`.
-    pub fn from_shards(
-        shards: impl IntoIterator<Item = (String, ShardBytes)>,
+    /// Builds the set from shards held in memory (or memory-mapped): `(path for messages, bytes)`.
+    pub fn from_shards(shards: impl IntoIterator<Item = (String, ShardBytes)>) -> Result<Self, WeightsError> {
+        Self::from_sources(shards.into_iter().map(|(path, bytes)| (path, Box::new(bytes) as Box<dyn ByteSource>)))
+    }
+
+    /// Builds the set from shards read through `ByteSource`s.
+    pub fn from_sources(
+        shards: impl IntoIterator<Item = (String, Box<dyn ByteSource>)>,
     ) -> Result<Self, WeightsError> {
         let mut set = SafetensorsSet {
             shards: Vec::new(),
             index: HashMap::new(),
         };
-        for (path, bytes) in shards {
-            let (header_len, metadata) = SafeTensors::read_metadata((*bytes).as_ref()).map_err(
-                |e| WeightsError::Format {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                },
-            )?;
-            let data_start = 8 + header_len;
-            let data_len = (*bytes).as_ref().len().saturating_sub(data_start);
+        for (path, source) in shards {
+            let format = |reason: String| WeightsError::Format {
+                path: path.clone(),
+                reason,
+            };
+            let total = source.len();
+            if total < 8 {
+                return Err(format("shorter than a safetensors header".into()));
+            }
+            let n = u64::from_le_bytes(source.read(0, 8)?.as_ref().try_into().expect("8 bytes"));
+            if n > MAX_HEADER || 8 + n > total {
+                return Err(format(format!("header of {n} bytes does not fit a {total}-byte file (truncated?)")));
+            }
+            let header = source.read(8, n as usize)?;
+            let mut entries: HashMap<String, serde_json::Value> =
+                serde_json::from_slice(&header).map_err(|e| format(e.to_string()))?;
+            entries.remove("__metadata__");
+            let data_start = 8 + n;
             let mut tensors = HashMap::new();
-            for (name, info) in metadata.tensors() {
-                if info.data_offsets.1 > data_len {
-                    return Err(WeightsError::Format {
-                        path: path.clone(),
-                        reason: format!("tensor `{name}` runs past the end of the file (truncated?)"),
-                    });
+            for (name, value) in entries {
+                let entry: Entry = serde_json::from_value(value).map_err(|e| format(format!("`{name}`: {e}")))?;
+                let (a, b) = entry.data_offsets;
+                if a > b || data_start + b > total {
+                    return Err(format(format!("tensor `{name}` runs past the end of the file (truncated?)")));
                 }
                 set.index.insert(name.clone(), set.shards.len());
-                tensors.insert(name, info.clone());
+                tensors.insert(name, entry);
             }
             set.shards.push(Shard {
                 path,
-                bytes,
+                source,
                 data_start,
                 tensors,
             });
         }
         Ok(set)
     }
-
 }
 
 impl TensorStore for SafetensorsSet {
@@ -76,30 +100,72 @@ impl TensorStore for SafetensorsSet {
         self.index.keys().cloned().collect()
     }
 
+    fn shape_of(&self, name: &str) -> Result<Option<Vec<usize>>, WeightsError> {
+        Ok(self.index.get(name).map(|&i| self.shards[i].tensors[name].shape.clone()))
+    }
+
+    fn byte_len(&self, name: &str) -> Result<Option<u64>, WeightsError> {
+        Ok(self.index.get(name).map(|&i| {
+            let (a, b) = self.shards[i].tensors[name].data_offsets;
+            b - a
+        }))
+    }
+
+    fn get_rows(&self, name: &str, start: usize, n: usize, cols: usize) -> Result<Option<RawTensor<'_>>, WeightsError> {
+        let Some(&i) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let shard = &self.shards[i];
+        let entry = &shard.tensors[name];
+        let dtype = dtype_of(name, shard, entry)?;
+        let row = (cols * dtype.row_bytes(1).unwrap_or(0)) as u64;
+        let offset = shard.data_start + entry.data_offsets.0 + start as u64 * row;
+        if entry.data_offsets.0 + (start + n) as u64 * row > entry.data_offsets.1 {
+            return Err(WeightsError::Format {
+                path: shard.path.clone(),
+                reason: format!("rows {start}..{} of `{name}` are out of range", start + n),
+            });
+        }
+        Ok(Some(RawTensor {
+            dtype,
+            shape: vec![n, cols],
+            bytes: shard.source.read(offset, (n as u64 * row) as usize)?,
+        }))
+    }
+
     fn get(&self, name: &str) -> Result<Option<RawTensor<'_>>, WeightsError> {
         let Some(&i) = self.index.get(name) else {
             return Ok(None);
         };
         let shard = &self.shards[i];
-        let info = &shard.tensors[name];
-        let dtype = match info.dtype {
-            Dtype::F32 => StoredDType::F32,
-            Dtype::F16 => StoredDType::F16,
-            Dtype::BF16 => StoredDType::BF16,
-            other => {
-                return Err(WeightsError::DType {
-                    name: format!("{name} (in {})", shard.path),
-                    dtype: format!("{other:?}"),
-                });
-            }
-        };
-        let (start, end) = info.data_offsets;
-        let bytes = &(*shard.bytes).as_ref()[shard.data_start + start..shard.data_start + end];
+        let entry = &shard.tensors[name];
+        let dtype = dtype_of(name, shard, entry)?;
+        let (a, b) = entry.data_offsets;
+        let elements: usize = entry.shape.iter().product();
+        if (b - a) as usize != elements * dtype.row_bytes(1).unwrap_or(0) {
+            return Err(WeightsError::Format {
+                path: shard.path.clone(),
+                reason: format!("tensor `{name}` holds {} bytes for shape {:?}", b - a, entry.shape),
+            });
+        }
+        let bytes: Cow<'_, [u8]> = shard.source.read(shard.data_start + a, (b - a) as usize)?;
         Ok(Some(RawTensor {
             dtype,
-            shape: info.shape.clone(),
-            bytes: Cow::Borrowed(bytes),
+            shape: entry.shape.clone(),
+            bytes,
         }))
+    }
+}
+
+fn dtype_of(name: &str, shard: &Shard, entry: &Entry) -> Result<StoredDType, WeightsError> {
+    match entry.dtype.as_str() {
+        "F32" => Ok(StoredDType::F32),
+        "F16" => Ok(StoredDType::F16),
+        "BF16" => Ok(StoredDType::BF16),
+        other => Err(WeightsError::DType {
+            name: format!("{name} (in {})", shard.path),
+            dtype: other.to_string(),
+        }),
     }
 }
 
@@ -145,7 +211,7 @@ mod tests {
             .map(|(n, b, s)| {
                 (
                     n.clone(),
-                    safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
                 )
             })
             .collect();

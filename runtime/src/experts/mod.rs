@@ -1,0 +1,12 @@
+//! Experts that do not all fit on the GPU: their record format, the packs that store them and
+//! the cache that streams them into fixed GPU slots on demand.
+
+pub mod cache;
+pub mod convert;
+pub mod layout;
+pub mod pack;
+pub mod pool;
+pub mod synthetic;
+
+pub use cache::{CacheStats, ExpertCache, ExpertSource};
+pub use layout::{ExpertLayout, QMatrix};

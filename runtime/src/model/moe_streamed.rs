@@ -1,0 +1,163 @@
+//! The MoE forward over experts held in an [`ExpertCache`] (from a pack) instead of resident
+//! Burn tensors. The math is [`super::moe`]'s; what changes is where the weights are.
+//!
+//! - **Few tokens** (decode): one `qgemv` per pool computes gate_up for every (token, expert)
+//!   pair straight from the router's ids on the device, a second one down with the SwiGLU
+//!   fused into its input, and the pairs are summed with the router weights. When every
+//!   expert is resident this path has no host read-back at all. When streaming, the ids are
+//!   read back first (a few integers) so that misses can be loaded, together with the
+//!   prediction for the next MoE layer: its router applied to this layer's input.
+//! - **Many tokens** (prefill): tokens are grouped by expert (`moe_gather`, whose boundaries
+//!   are read back) and each expert with tokens is made resident and runs `qgemm` twice.
+//!
+//! Both paths give the same results whether experts were resident or streamed: each output
+//! depends only on the record's bytes, never on which slot holds it.
+
+use std::sync::Mutex;
+
+use burn::tensor::{Int, Tensor};
+
+use super::linear::Linear;
+use crate::error::{Error, RuntimeError};
+use crate::experts::ExpertCache;
+use crate::kernels::moe_gather::moe_gather;
+use crate::kernels::moe_route::moe_route;
+use crate::kernels::moe_scatter::moe_scatter;
+use crate::kernels::qgemm::qgemm;
+use crate::kernels::qgemv::{XMode, qgemv};
+use crate::kernels::uses_wgsl;
+
+/// Up to this many (token, expert) pairs take the per-pair `qgemv` path.
+pub const GEMV_MAX_PAIRS: usize = 8;
+
+/// What the streamed MoE of one layer needs besides its input.
+pub struct Streamed<'a> {
+    pub cache: &'a Mutex<ExpertCache>,
+    pub layer: usize,
+    pub top_k: usize,
+    pub num_experts: usize,
+    /// The next MoE layer and its router, for prefetching.
+    pub next: Option<(usize, &'a Linear)>,
+}
+
+async fn read_ids(ids: Tensor<2, Int>) -> Result<Vec<usize>, Error> {
+    let data = ids
+        .into_data_async()
+        .await
+        .map_err(|e| RuntimeError::Readback(e.to_string()))?
+        .convert::<i64>();
+    let v = data.try_to_vec::<i64>().map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
+    Ok(v.into_iter().map(|i| i as usize).collect())
+}
+
+fn distinct(ids: &[usize]) -> Vec<usize> {
+    let mut v = ids.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+impl Streamed<'_> {
+    /// # Shapes
+    /// `x`: `[T, C]` → `[T, C]`; `router`: this layer's `[E, C]` router.
+    pub async fn forward(&self, x: Tensor<2>, router: &Linear) -> Result<Tensor<2>, Error> {
+        let t = x.dims()[0];
+        let (ids, weights) = moe_route(router.forward(x.clone()), self.top_k)?;
+        let pairs = t * self.top_k;
+        let gpu = uses_wgsl(&x.device());
+        let resident = self.cache.lock().expect("cache lock").all_resident();
+        if gpu && pairs <= GEMV_MAX_PAIRS {
+            let mut predicted = Vec::new();
+            if !resident {
+                // One read-back for this layer's ids and the next layer's predicted ones.
+                let mut both = vec![ids.clone()];
+                if let Some((_, next_router)) = self.next {
+                    both.push(moe_route(next_router.forward(x.clone()), self.top_k)?.0);
+                }
+                let all = read_ids(Tensor::cat(both, 1)).await?;
+                let width = all.len() / t;
+                let (mut needed, mut next) = (Vec::new(), Vec::new());
+                for row in all.chunks(width) {
+                    needed.extend_from_slice(&row[..self.top_k]);
+                    next.extend_from_slice(&row[self.top_k..]);
+                }
+                let needed = distinct(&needed);
+                predicted = distinct(&next);
+                let mut cache = self.cache.lock().expect("cache lock");
+                if needed.len() > cache.slots() {
+                    drop(cache);
+                    return self.grouped(x, ids, weights).await;
+                }
+                cache.unpin_all();
+                cache.ensure(self.layer, &needed)?;
+            } else {
+                self.cache.lock().expect("cache lock").count_resident_hits(pairs);
+            }
+            let y = self.pairs(x, ids, weights)?;
+            if let (Some((next_layer, _)), false) = (self.next, predicted.is_empty()) {
+                // Queued after this layer's kernels, so overwriting their slots is safe.
+                self.cache.lock().expect("cache lock").prefetch(next_layer, &predicted)?;
+            }
+            return Ok(y);
+        }
+        self.grouped(x, ids, weights).await
+    }
+
+    /// The per-pair path (all needed experts resident).
+    fn pairs(&self, x: Tensor<2>, ids: Tensor<2, Int>, weights: Tensor<2>) -> Result<Tensor<2>, Error> {
+        let [t, c] = x.dims();
+        let k = self.top_k;
+        let p = t * k;
+        let mut cache = self.cache.lock().expect("cache lock");
+        let layout = cache.layout();
+        let tables: Vec<_> = cache
+            .tables(self.layer)
+            .into_iter()
+            .map(|(pool, table)| (cache.pools()[pool].words.clone(), table))
+            .collect();
+        drop(cache);
+        let ids = ids.reshape([p]);
+        let device = x.device();
+        let mut h = Tensor::zeros([p, 2 * layout.ffn], &device);
+        for (pool, table) in &tables {
+            h = qgemv(x.clone(), ids.clone(), table, pool, h, layout.gate_up(), XMode::Rows { per: k as u32 })?;
+        }
+        let mut y = Tensor::zeros([p, c], &device);
+        for (pool, table) in &tables {
+            y = qgemv(h.clone(), ids.clone(), table, pool, y, layout.down(), XMode::SwiGlu)?;
+        }
+        // out[t] = Σ_k w[t, k] · y[t·K + k]
+        Ok((y.reshape([t, k, c]) * weights.reshape([t, k, 1])).sum_dim(1).reshape([t, c]))
+    }
+
+    /// The grouped path: each expert with tokens is made resident in turn.
+    async fn grouped(&self, x: Tensor<2>, ids: Tensor<2, Int>, weights: Tensor<2>) -> Result<Tensor<2>, Error> {
+        let gpu = uses_wgsl(&x.device());
+        let grouped = moe_gather(x, ids, self.num_experts)?;
+        let offsets = read_ids(grouped.offsets.unsqueeze_dim(0)).await?;
+        let mut parts = Vec::new();
+        for (e, bounds) in offsets.windows(2).enumerate() {
+            let (start, end) = (bounds[0], bounds[1]);
+            if end == start {
+                continue;
+            }
+            let xs = grouped.xs.clone().narrow(0, start, end - start);
+            let mut cache = self.cache.lock().expect("cache lock");
+            cache.unpin_all();
+            cache.ensure(self.layer, &[e])?;
+            if gpu {
+                let layout = cache.layout();
+                let (pool, offset) = cache.location(self.layer, e).expect("just made resident");
+                let words = cache.pools()[pool].words.clone();
+                drop(cache);
+                let h = qgemm(xs, &words, offset as usize, layout.gate_up(), XMode::Rows { per: 1 })?;
+                parts.push(qgemm(h, &words, offset as usize, layout.down(), XMode::SwiGlu)?);
+            } else {
+                let expert = cache.decoded(self.layer, e).expect("just made resident").clone();
+                drop(cache);
+                parts.push(expert.forward(xs));
+            }
+        }
+        Ok(moe_scatter(Tensor::cat(parts, 0), weights, grouped.positions)?)
+    }
+}
