@@ -1,6 +1,6 @@
 // Browser decode speed of the embedded demo model (models/minimax-demo): loads it in headless
 // Chromium through the page's worker client and times greedy generation, for BENCHMARKS.md.
-// Usage (after web/build.sh and `npm ci` here): node bench.mjs [--tokens 64] [--prompt "..."]
+// Usage (after web/build.sh and `npm ci` here): node bench.mjs [--tokens 64] [--prompt "..."] [--model DIR/]
 // The native figure to compare with: minimax bench --backend gpu (same model, same machine).
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +8,12 @@ import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
 
 const { values: args } = parseArgs({
-  options: { tokens: { type: 'string', default: '64' }, prompt: { type: 'string', default: 'Once upon a time' } },
+  options: {
+    tokens: { type: 'string', default: '64' },
+    prompt: { type: 'string', default: 'Once upon a time' },
+    // A model directory under the repository root, e.g. an expert pack made by `minimax convert`.
+    model: { type: 'string', default: 'models/minimax-demo/' },
+  },
 });
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const FLAGS = ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
@@ -40,7 +45,7 @@ try {
     await mm.free();
     // The first token's time is prefill (plus one sample); the rest are decode steps.
     return { info, load, prefill: stamps[0] - t, decode: (stamps.length - 1) / ((stamps.at(-1) - stamps[0]) / 1000) };
-  }, { url: `${base}/models/minimax-demo/`, prompt: args.prompt, steps: Number(args.tokens) });
+  }, { url: `${base}/${args.model}`, prompt: args.prompt, steps: Number(args.tokens) });
   console.log(`adapter: ${r.info.device}`);
   console.log(`load ${r.load.toFixed(0)} ms; prefill+first token ${r.prefill.toFixed(0)} ms; decode ${r.decode.toFixed(2)} tokens/s over ${args.tokens} tokens`);
 } finally {
