@@ -5,7 +5,7 @@
 //! contiguous block, and `moe_scatter` adds the weighted results back in token order. The
 //! expert boundaries (E + 1 integers) are the only host read-back.
 
-use burn::tensor::{Tensor, activation};
+use burn::tensor::{Int, Tensor, activation};
 
 use super::linear::Linear;
 use super::moe_streamed::Streamed;
@@ -125,23 +125,40 @@ impl Moe {
         }
         let logits = self.router.forward(x.clone());
         let (ids, weights) = moe_route(logits, self.top_k)?;
-        let grouped = moe_gather(x, ids, self.experts.len())?;
-        let offsets = grouped
-            .offsets
-            .into_data_async()
-            .await
-            .map_err(|e| RuntimeError::Readback(e.to_string()))?
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
-        let mut parts = Vec::new();
-        for (expert, bounds) in self.experts.iter().zip(offsets.windows(2)) {
-            let (start, end) = (bounds[0] as usize, bounds[1] as usize);
-            if end > start {
-                parts.push(expert.forward(grouped.xs.clone().narrow(0, start, end - start)));
-            }
-        }
-        let ys = Tensor::cat(parts, 0);
-        Ok(moe_scatter(ys, weights, grouped.positions)?)
+        grouped(x, ids, weights, self.experts.len(), |e, xs| Ok(self.experts[e].forward(xs))).await
     }
+}
+
+/// The expert boundaries (or any small Int tensor) read back to the host.
+pub(crate) async fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<usize>, Error> {
+    let v = t
+        .into_data_async()
+        .await
+        .map_err(|e| RuntimeError::Readback(e.to_string()))?
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
+    Ok(v.into_iter().map(|i| i as usize).collect())
+}
+
+/// Tokens grouped by expert: `moe_gather`, one read-back of the E + 1 boundaries, `expert(e,
+/// rows)` on each expert's contiguous rows, then the weighted `moe_scatter` back in token order.
+/// Shared by resident experts and experts in the expert cache.
+pub(crate) async fn grouped(
+    x: Tensor<2>,
+    ids: Tensor<2, Int>,
+    weights: Tensor<2>,
+    num_experts: usize,
+    mut expert: impl FnMut(usize, Tensor<2>) -> Result<Tensor<2>, Error>,
+) -> Result<Tensor<2>, Error> {
+    let grouped = moe_gather(x, ids, num_experts)?;
+    let offsets = read_ints(grouped.offsets).await?;
+    let mut parts = Vec::new();
+    for (e, bounds) in offsets.windows(2).enumerate() {
+        let (start, end) = (bounds[0], bounds[1]);
+        if end > start {
+            parts.push(expert(e, grouped.xs.clone().narrow(0, start, end - start))?);
+        }
+    }
+    Ok(moe_scatter(Tensor::cat(parts, 0), weights, grouped.positions)?)
 }

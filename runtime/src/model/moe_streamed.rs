@@ -18,11 +18,10 @@ use std::sync::Mutex;
 use burn::tensor::{Int, Tensor};
 
 use super::linear::Linear;
-use crate::error::{Error, RuntimeError};
+use super::moe::{grouped, read_ints};
+use crate::error::Error;
 use crate::experts::ExpertCache;
-use crate::kernels::moe_gather::moe_gather;
 use crate::kernels::moe_route::moe_route;
-use crate::kernels::moe_scatter::moe_scatter;
 use crate::kernels::qgemm::qgemm;
 use crate::kernels::qgemv::{XMode, qgemv};
 use crate::kernels::uses_wgsl;
@@ -38,16 +37,6 @@ pub struct Streamed<'a> {
     pub num_experts: usize,
     /// The next MoE layer and its router, for prefetching.
     pub next: Option<(usize, &'a Linear)>,
-}
-
-async fn read_ids(ids: Tensor<2, Int>) -> Result<Vec<usize>, Error> {
-    let data = ids
-        .into_data_async()
-        .await
-        .map_err(|e| RuntimeError::Readback(e.to_string()))?
-        .convert::<i64>();
-    let v = data.try_to_vec::<i64>().map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
-    Ok(v.into_iter().map(|i| i as usize).collect())
 }
 
 fn distinct(ids: &[usize]) -> Vec<usize> {
@@ -74,7 +63,7 @@ impl Streamed<'_> {
                 if let Some((_, next_router)) = self.next {
                     both.push(moe_route(next_router.forward(x.clone()), self.top_k)?.0);
                 }
-                let all = read_ids(Tensor::cat(both, 1)).await?;
+                let all = read_ints(Tensor::cat(both, 1)).await?;
                 let width = all.len() / t;
                 let (mut needed, mut next) = (Vec::new(), Vec::new());
                 for row in all.chunks(width) {
@@ -133,15 +122,7 @@ impl Streamed<'_> {
     /// The grouped path: each expert with tokens is made resident in turn.
     async fn grouped(&self, x: Tensor<2>, ids: Tensor<2, Int>, weights: Tensor<2>) -> Result<Tensor<2>, Error> {
         let gpu = uses_wgsl(&x.device());
-        let grouped = moe_gather(x, ids, self.num_experts)?;
-        let offsets = read_ids(grouped.offsets.unsqueeze_dim(0)).await?;
-        let mut parts = Vec::new();
-        for (e, bounds) in offsets.windows(2).enumerate() {
-            let (start, end) = (bounds[0], bounds[1]);
-            if end == start {
-                continue;
-            }
-            let xs = grouped.xs.clone().narrow(0, start, end - start);
+        grouped(x, ids, weights, self.num_experts, |e, xs| {
             let mut cache = self.cache.lock().expect("cache lock");
             cache.unpin_all();
             cache.ensure(self.layer, &[e])?;
@@ -151,13 +132,13 @@ impl Streamed<'_> {
                 let words = cache.pools()[pool].words.clone();
                 drop(cache);
                 let h = qgemm(xs, &words, offset as usize, layout.gate_up(), XMode::Rows { per: 1 })?;
-                parts.push(qgemm(h, &words, offset as usize, layout.down(), XMode::SwiGlu)?);
+                Ok(qgemm(h, &words, offset as usize, layout.down(), XMode::SwiGlu)?)
             } else {
                 let expert = cache.decoded(self.layer, e).expect("just made resident").clone();
                 drop(cache);
-                parts.push(expert.forward(xs));
+                Ok(expert.forward(xs))
             }
-        }
-        Ok(moe_scatter(Tensor::cat(parts, 0), weights, grouped.positions)?)
+        })
+        .await
     }
 }
