@@ -265,8 +265,9 @@ pub fn main(args: Args) -> Result<()> {
             "expert_cache": streamed.map(|(s, slots)| serde_json::json!({"slots": slots, "hits": s.hits, "misses": s.misses,
                 "evictions": s.evictions, "hit_rate": s.hit_rate(), "bytes_streamed": s.bytes_streamed, "stall_seconds": s.stall_seconds,
                 "streamed_gb_per_s": s.bytes_streamed as f64 / decode_seconds / 1e9, "prefetched": s.prefetched,
-                "prediction_accuracy": s.prediction_accuracy()})),
-            "host_to_gpu_gb_per_s": copy.map(|(t, b)| b as f64 / t / 1e9),
+                "staged": s.staged, "prediction_accuracy": s.prediction_accuracy()})),
+            "host_to_gpu_gb_per_s": copy.as_ref().map(|c| c.bytes as f64 / c.queue_write / 1e9),
+            "host_to_gpu_staged_gb_per_s": copy.as_ref().and_then(|c| c.staged).zip(copy.as_ref()).map(|(t, c)| c.bytes as f64 / t / 1e9),
             "components": parts.iter().map(|p| serde_json::json!({"name": p.name, "seconds": p.seconds,
                 "gb_per_s": p.bytes as f64 / p.seconds / 1e9})).collect::<Vec<_>>(),
         });
@@ -306,8 +307,12 @@ pub fn main(args: Args) -> Result<()> {
                 s.stall_seconds
             );
         }
-        if let Some((t, b)) = copy {
-            println!("host→GPU copy of 8 expert records: {} in {:.2} ms = {:.2} GB/s", bytes(b), t * 1e3, b as f64 / t / 1e9);
+        if let Some(c) = copy {
+            let rate = |t: f64| format!("{:.2} ms = {:.2} GB/s", t * 1e3, c.bytes as f64 / t / 1e9);
+            println!("host→GPU copy of 8 expert records ({}): queue writes {}", bytes(c.bytes), rate(c.queue_write));
+            if let Some(t) = c.staged {
+                println!("host→GPU copy of 8 expert records ({}): staging ring {}", bytes(c.bytes), rate(t));
+            }
         }
         if !parts.is_empty() {
             println!();

@@ -134,6 +134,17 @@ impl Selected {
 /// initialised once and cloned afterwards. The first request's graphics API wins.
 static WGPU: OnceLock<Result<(Device, AdapterSummary), String>> = OnceLock::new();
 
+/// The wgpu device and queue behind [`WGPU`], for copies cubecl does not make (expert
+/// uploads from staging buffers). Native only.
+#[cfg(not(target_arch = "wasm32"))]
+static QUEUE: OnceLock<(burn::tensor::wgpu::wgpu::Device, burn::tensor::wgpu::wgpu::Queue)> = OnceLock::new();
+
+/// The process's wgpu device and queue, once a wgpu device was selected (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn wgpu_queue() -> Option<(burn::tensor::wgpu::wgpu::Device, burn::tensor::wgpu::wgpu::Queue)> {
+    QUEUE.get().cloned()
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn wgpu_device(api: Option<GraphicsApi>) -> Result<(Device, AdapterSummary), RuntimeError> {
     WGPU.get_or_init(|| {
@@ -144,7 +155,10 @@ fn wgpu_device(api: Option<GraphicsApi>) -> Result<(Device, AdapterSummary), Run
         // Burn's init panics deep inside when no adapter exists; catch that as "no GPU".
         let init = std::panic::catch_unwind(|| options.init_with_setup());
         match init {
-            Ok(Ok((device, setup))) => Ok((device, AdapterSummary::new(&setup))),
+            Ok(Ok((device, setup))) => {
+                let _ = QUEUE.set((setup.device.clone(), setup.queue.clone()));
+                Ok((device, AdapterSummary::new(&setup)))
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("no wgpu adapter".into()),
         }

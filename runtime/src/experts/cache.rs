@@ -9,9 +9,11 @@
 //! - **Eviction.** Least recently used first, never an expert pinned by the current batch.
 //!   Overwriting a slot is safe even while earlier kernels that read it are queued: the queue
 //!   write is ordered after them.
-//! - **Prefetch.** [`ExpertCache::prefetch`] loads the experts a layer is predicted to use
-//!   (from the next layer's router applied early) into unpinned slots, and keeps score of how
-//!   many of the predictions were right.
+//! - **Prefetch.** [`ExpertCache::prefetch`] is told which experts a layer is predicted to use
+//!   (from the next layer's router applied early) and keeps score of how many were right. On
+//!   native builds a [`Reader`]'s threads read those records into staging buffers while the
+//!   GPU computes, and the layer's [`ExpertCache::ensure`] places them with one GPU copy each.
+//!   Without threads (wasm) the predicted records are loaded into unpinned slots at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::layout::ExpertLayout;
 use super::pool::Pool;
+use super::reader::{Reader, Record};
 use crate::error::{Error, WeightsError};
 use crate::kernels::uses_wgsl;
 use crate::model::moe::Expert;
@@ -30,23 +33,47 @@ pub trait ExpertSource: Send + Sync {
     fn layout(&self) -> ExpertLayout;
     /// The record of expert `expert` of layer `layer` (exactly [`ExpertLayout::bytes`] bytes).
     fn read(&self, layer: usize, expert: usize) -> Result<Vec<u8>, WeightsError>;
+    /// The same record into `out` (exactly [`ExpertLayout::bytes`] long), for readers that
+    /// reuse one buffer.
+    fn read_into(&self, layer: usize, expert: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        out.copy_from_slice(&self.read(layer, expert)?);
+        Ok(())
+    }
+    /// Bytes `start .. start + out.len()` of the record, unchecked: a reader that splits a
+    /// record among threads checks the whole with [`Self::check`]. The default reads the
+    /// whole record; sources that can read a range override it.
+    fn read_part(&self, layer: usize, expert: usize, start: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        let record = self.read(layer, expert)?;
+        out.copy_from_slice(&record[start..start + out.len()]);
+        Ok(())
+    }
+    /// Checks a record read in parts against its checksum, `crc` being the CRC-32 of its
+    /// bytes. Sources without checksums accept it.
+    fn check(&self, layer: usize, expert: usize, crc: u32) -> Result<(), WeightsError> {
+        let _ = (layer, expert, crc);
+        Ok(())
+    }
 }
 
 /// Counters since the model was loaded.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CacheStats {
-    /// Experts needed and found resident.
+    /// Experts needed and found resident, or read ahead in time.
     pub hits: u64,
-    /// Experts needed and loaded on the spot (the computation waited for them).
+    /// Experts needed and not read in time: read on the spot, or waited for.
     pub misses: u64,
     /// Residents replaced to make room.
     pub evictions: u64,
     /// Record bytes copied into slots (misses and prefetches).
     pub bytes_streamed: u64,
-    /// Seconds spent loading misses: reading the record and queueing its upload.
+    /// Seconds the computation waited on records: reads that had not finished, and placing
+    /// records in slots.
     pub stall_seconds: f64,
-    /// Experts loaded ahead of need by prefetch.
+    /// Experts read ahead of need (by prediction) and placed in slots.
     pub prefetched: u64,
+    /// Records placed with one GPU copy from a staging buffer (native wgpu); the others went
+    /// by queue writes, or were decoded on the CPU backend.
+    pub staged: u64,
     /// Experts a layer needed (after a prediction was made for it).
     pub predicted_needed: u64,
     /// Of those, how many had been predicted.
@@ -76,7 +103,7 @@ enum Slots {
 
 pub struct ExpertCache {
     layout: ExpertLayout,
-    source: Arc<dyn ExpertSource>,
+    reader: Reader,
     num_experts: usize,
     device: Device,
     slots: Slots,
@@ -123,7 +150,8 @@ impl ExpertCache {
         let total = layers.len() * num_experts;
         let wanted = ((budget_bytes / slot_bytes as u64) as usize).max(min_slots);
         let count = wanted.min(total);
-        let slots = if uses_wgsl(device) {
+        let gpu = uses_wgsl(device);
+        let slots = if gpu {
             // One pool never exceeds a storage binding (kernels bind it whole), nor 2 GiB, so
             // that word offsets stay well inside an i32 and allocations stay modest.
             let limit = max_binding_bytes.unwrap_or(u64::MAX).min(1 << 31);
@@ -142,9 +170,10 @@ impl ExpertCache {
         } else {
             Slots::Cpu((0..count).map(|_| None).collect())
         };
+        let reader = reader(source, &layout, gpu, count == total);
         let mut cache = Self {
             layout,
-            source,
+            reader,
             num_experts,
             device: device.clone(),
             slots,
@@ -198,36 +227,69 @@ impl ExpertCache {
         self.pinned.clear();
     }
 
-    /// Makes `experts` of `layer` resident and pins them until [`Self::unpin_all`].
+    /// Makes `experts` of `layer` resident and pins them until [`Self::unpin_all`]. Records of
+    /// `layer` read ahead and not needed now also go into unpinned slots, for later tokens.
     pub fn ensure(&mut self, layer: usize, experts: &[usize]) -> Result<(), Error> {
         if let Some(predicted) = self.predictions.remove(&layer) {
             self.stats.predicted_needed += experts.len() as u64;
             self.stats.predicted_right += experts.iter().filter(|e| predicted.contains(e)).count() as u64;
         }
+        // Pin the resident ones first, so that nothing placed below evicts them.
+        let mut absent = Vec::new();
         for &e in experts {
-            let slot = match self.slot_of.get(&(layer, e)) {
+            match self.slot_of.get(&(layer, e)) {
                 Some(&slot) => {
                     self.stats.hits += 1;
-                    slot
+                    self.pinned.insert(slot);
+                    self.touch(slot);
                 }
-                None => {
-                    let started = Instant::now();
-                    let slot = self.load(layer, e)?;
-                    self.stats.misses += 1;
-                    self.stats.stall_seconds += started.elapsed().as_secs_f64();
-                    slot
-                }
-            };
+                None => absent.push(e),
+            }
+        }
+        let started = Instant::now();
+        // Read ahead in time: these count as hits.
+        let ahead: HashSet<Key> = self.reader.ready_of(layer).into_iter().collect();
+        let waited = !absent.is_empty() || !ahead.is_empty();
+        // The reader threads read the missing records side by side while this thread waits;
+        // predicted records not started yet are dropped, as they turned out not to be needed.
+        let keys: Vec<Key> = absent.iter().map(|&e| (layer, e)).collect();
+        self.reader.request(&keys);
+        for e in absent {
+            let slot = self.load(layer, e)?;
+            if ahead.contains(&(layer, e)) {
+                self.stats.hits += 1;
+                self.stats.prefetched += 1;
+            } else {
+                self.stats.misses += 1;
+            }
             self.pinned.insert(slot);
             self.touch(slot);
+        }
+        for (_, e) in self.reader.ready_of(layer) {
+            if self.pinned.len() >= self.owner.len() {
+                break;
+            }
+            if !self.slot_of.contains_key(&(layer, e)) {
+                let slot = self.load(layer, e)?;
+                self.stats.prefetched += 1;
+                self.touch(slot);
+            }
+        }
+        if waited {
+            self.stats.stall_seconds += started.elapsed().as_secs_f64();
         }
         Ok(())
     }
 
-    /// Loads the experts `layer` is predicted to need, where a free or unpinned slot exists
-    /// (they stay unpinned), and remembers the prediction to score it.
+    /// Records that `layer` is predicted to need `experts` (scored at its [`Self::ensure`])
+    /// and gets them ready: read in the background where there are reader threads, otherwise
+    /// loaded into free or unpinned slots now (they stay unpinned).
     pub fn prefetch(&mut self, layer: usize, experts: &[usize]) -> Result<(), Error> {
         self.predictions.insert(layer, experts.iter().copied().collect());
+        if self.reader.workers() > 0 {
+            self.read_ahead(layer, experts);
+            return Ok(());
+        }
         for &e in experts {
             if self.slot_of.contains_key(&(layer, e)) || self.pinned.len() >= self.owner.len() {
                 continue;
@@ -237,6 +299,17 @@ impl ExpertCache {
             self.touch(slot);
         }
         Ok(())
+    }
+
+    /// Starts reading the records of `experts` of `layer` that are not resident, in the
+    /// background (nothing happens without reader threads).
+    pub fn read_ahead(&mut self, layer: usize, experts: &[usize]) {
+        let keys: Vec<Key> = experts
+            .iter()
+            .map(|&e| (layer, e))
+            .filter(|k| !self.slot_of.contains_key(k))
+            .collect();
+        self.reader.request(&keys);
     }
 
     /// The pool index and word offset of a resident expert's record (wgpu).
@@ -297,7 +370,7 @@ impl ExpertCache {
         self.last_use[slot] = self.clock;
     }
 
-    /// Reads `(layer, expert)`'s record into a free slot or the least recently used unpinned
+    /// Puts `(layer, expert)`'s record into a free slot or the least recently used unpinned
     /// one; returns the slot.
     fn load(&mut self, layer: usize, expert: usize) -> Result<usize, Error> {
         let slot = match self.owner.iter().position(Option::is_none) {
@@ -317,8 +390,18 @@ impl ExpertCache {
                 victim
             }
         };
-        let record = self.source.read(layer, expert)?;
-        self.stats.bytes_streamed += record.len() as u64;
+        let record = match self.reader.take(layer, expert)? {
+            Record::Host(bytes) => bytes,
+            #[cfg(not(target_arch = "wasm32"))]
+            Record::Staged(staged) => {
+                let Slots::Gpu { pools, per_pool } = &mut self.slots else {
+                    unreachable!("staging buffers exist only for wgpu pools")
+                };
+                pools[slot / *per_pool].copy_staged(slot % *per_pool, self.layout.slot_bytes(), staged);
+                self.stats.staged += 1;
+                return Ok(self.placed(layer, expert, slot));
+            }
+        };
         let slot_bytes = self.layout.slot_bytes();
         match &mut self.slots {
             Slots::Gpu { pools, per_pool } => pools[slot / *per_pool].write(slot % *per_pool, slot_bytes, record),
@@ -329,10 +412,45 @@ impl ExpertCache {
                 experts[slot] = Some(Expert::from_matrices(matrix(gate_up, [2 * f, c]), matrix(down, [c, f])));
             }
         }
+        Ok(self.placed(layer, expert, slot))
+    }
+
+    /// Books `(layer, expert)` into `slot` once its record is on its way there.
+    fn placed(&mut self, layer: usize, expert: usize, slot: usize) -> usize {
+        self.stats.bytes_streamed += self.layout.bytes() as u64;
         self.owner[slot] = Some((layer, expert));
         self.slot_of.insert((layer, expert), slot);
         self.dirty.insert(layer);
-        Ok(slot)
+        slot
+    }
+}
+
+/// The reader for a cache: on native wgpu, records go through a ring of staging buffers;
+/// reader threads read ahead unless every expert is resident (then nothing is predicted).
+/// For measurements, `MINIMAX_EXPERT_READERS` sets the thread count (0 turns reading ahead
+/// off), `MINIMAX_EXPERT_READ_PARTS` the threads per record, and `MINIMAX_EXPERT_STAGING=0`
+/// falls back to queue writes.
+fn reader(source: Arc<dyn ExpertSource>, layout: &ExpertLayout, gpu: bool, all_resident: bool) -> Reader {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = if all_resident { 0 } else { env("MINIMAX_EXPERT_READERS").unwrap_or(cores.clamp(1, 4)) };
+        // Up to 1 GiB of staging, 2 to 12 records: enough for a layer's needs and the next
+        // layer's predictions at decode.
+        let capacity = ((1usize << 30) / layout.bytes().max(1)).clamp(2, 12);
+        // Each staged record is read on up to 8 threads (half the cores): one thread's copy
+        // is the bottleneck of a miss otherwise.
+        let parts = env("MINIMAX_EXPERT_READ_PARTS").unwrap_or((cores / 2).clamp(1, 8));
+        let ring = crate::device::wgpu_queue()
+            .filter(|(device, _)| gpu && env("MINIMAX_EXPERT_STAGING") != Some(0) && layout.bytes() as u64 <= device.limits().max_buffer_size)
+            .map(|(device, queue)| (super::staging::StagingRing::new(device, queue, layout.bytes(), capacity), parts));
+        Reader::new(source, ring, workers, capacity)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (layout, gpu, all_resident);
+        Reader::new(source, 0, 1)
     }
 }
 
@@ -343,5 +461,17 @@ impl ExpertSource for super::pack::ExpertPack {
 
     fn read(&self, layer: usize, expert: usize) -> Result<Vec<u8>, WeightsError> {
         self.read_expert(layer, expert)
+    }
+
+    fn read_into(&self, layer: usize, expert: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        self.read_expert_into(layer, expert, out)
+    }
+
+    fn read_part(&self, layer: usize, expert: usize, start: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        self.read_expert_part(layer, expert, start, out)
+    }
+
+    fn check(&self, layer: usize, expert: usize, crc: u32) -> Result<(), WeightsError> {
+        self.check_expert(layer, expert, crc)
     }
 }

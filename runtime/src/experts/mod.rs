@@ -6,6 +6,9 @@ pub mod convert;
 pub mod layout;
 pub mod pack;
 pub mod pool;
+pub mod reader;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod staging;
 pub mod synthetic;
 
 pub use cache::{CacheStats, ExpertCache, ExpertSource};

@@ -238,24 +238,59 @@ impl ExpertPack {
 
     /// Reads one expert's record (`layout().bytes()` bytes) and checks its CRC.
     pub fn read_expert(&self, layer: usize, expert: usize) -> Result<Vec<u8>, WeightsError> {
+        let mut bytes = vec![0u8; self.layout().bytes()];
+        self.read_expert_into(layer, expert, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// [`Self::read_expert`] into `out` (the record's length), with one positioned read.
+    pub fn read_expert_into(&self, layer: usize, expert: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        self.read_expert_part(layer, expert, 0, out)?;
+        self.check_expert(layer, expert, crc32(out))
+    }
+
+    /// Bytes `start .. start + out.len()` of a record, unchecked (see [`Self::check_expert`]).
+    pub fn read_expert_part(&self, layer: usize, expert: usize, start: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        let entry = self.record_entry(layer, expert)?;
+        if (start + out.len()) as u64 > entry.bytes {
+            return Err(self.corrupt(layer, expert, entry, format!("bytes {start}..{} of a {}-byte record", start + out.len(), entry.bytes)));
+        }
+        self.experts
+            .read_into(entry.offset + start as u64, out)
+            .map_err(|e| self.corrupt(layer, expert, entry, e.to_string()))
+    }
+
+    /// Checks a record's CRC-32 (`crc`, of the bytes read) against pack.json.
+    pub fn check_expert(&self, layer: usize, expert: usize, crc: u32) -> Result<(), WeightsError> {
+        let entry = self.record_entry(layer, expert)?;
+        if crc != entry.crc32 {
+            let reason = format!("CRC-32 {crc:08x} does not match pack.json's {:08x} (corrupted file?)", entry.crc32);
+            return Err(self.corrupt(layer, expert, entry, reason));
+        }
+        Ok(())
+    }
+
+    fn record_entry(&self, layer: usize, expert: usize) -> Result<&ExpertEntry, WeightsError> {
         let (layers, e) = (&self.index.moe_layers, self.index.num_experts);
         let entry = self.entry(layer, expert).ok_or_else(|| WeightsError::Format {
             path: self.name.clone(),
             reason: format!("no record for layer {layer} expert {expert} (layers {layers:?}, {e} experts each)"),
         })?;
-        let corrupt = |reason: String| WeightsError::CorruptExpert {
+        if entry.bytes != self.layout().bytes() as u64 {
+            let reason = format!("pack.json gives {} bytes, the layout {}", entry.bytes, self.layout().bytes());
+            return Err(self.corrupt(layer, expert, entry, reason));
+        }
+        Ok(entry)
+    }
+
+    fn corrupt(&self, layer: usize, expert: usize, entry: &ExpertEntry, reason: String) -> WeightsError {
+        WeightsError::CorruptExpert {
             path: self.name.clone(),
             layer,
             expert,
             offset: entry.offset,
             reason,
-        };
-        let bytes = self.experts.read(entry.offset, entry.bytes as usize).map_err(|e| corrupt(e.to_string()))?;
-        let found = crc32(&bytes);
-        if found != entry.crc32 {
-            return Err(corrupt(format!("CRC-32 {found:08x} does not match pack.json's {:08x} (corrupted file?)", entry.crc32)));
         }
-        Ok(bytes.into_owned())
     }
 
     /// `dense.safetensors`'s length checked against pack.json (`name` labels the error).

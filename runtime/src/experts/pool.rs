@@ -18,6 +18,21 @@ use crate::kernels::uses_wgsl;
 #[backend_extension(Cube)]
 pub trait PoolOps: burn::backend::Backend {
     fn pool_write(pool: IntTensor<Self>, byte_offset: u64, bytes: Vec<u8>) -> IntTensor<Self>;
+    /// Submits cubecl's queued work, then hands `copy` the pool's wgpu buffer and the byte
+    /// offset where the pool starts in it (cubecl may place a tensor inside a larger buffer).
+    fn pool_raw(pool: IntTensor<Self>, copy: RawCopy) -> IntTensor<Self>;
+}
+
+/// A copy into a pool's raw wgpu buffer, called with `(buffer, pool_start)`.
+pub type CopyFn = dyn FnOnce(&burn::tensor::wgpu::wgpu::Buffer, u64);
+
+/// A [`CopyFn`] to run on a pool.
+pub struct RawCopy(pub Box<CopyFn>);
+
+impl std::fmt::Debug for RawCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RawCopy")
+    }
 }
 
 impl PoolOps for burn::backend::wgpu::CubeBackend {
@@ -31,6 +46,20 @@ impl PoolOps for burn::backend::wgpu::CubeBackend {
             .offset_start(byte_offset)
             .offset_end(total - byte_offset - len);
         pool.client.write(&target, Bytes::from_bytes_vec(bytes));
+        pool
+    }
+
+    fn pool_raw(pool: IntTensor<Self>, copy: RawCopy) -> IntTensor<Self> {
+        use cubecl::wgpu::{AutoCompiler, WgpuServer};
+        // Queue order is what makes the copy safe: kernels already queued that read the
+        // slot's old record are submitted first, kernels queued later read the new one.
+        pool.client.flush().expect("flush the queued GPU work");
+        let resource = pool
+            .client
+            .get_resource::<WgpuServer<AutoCompiler>>(pool.handle.clone())
+            .expect("the pool's wgpu buffer");
+        let resource = resource.resource();
+        (copy.0)(&resource.buffer, resource.offset);
         pool
     }
 }
@@ -73,6 +102,19 @@ impl Pool {
             }
         }
         self.words = Tensor::from_dispatch(words);
+    }
+}
+
+impl Pool {
+    /// Copies a staged record into slot `slot` with one GPU copy (see [`super::staging`]).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn copy_staged(&mut self, slot: usize, slot_bytes: usize, staged: super::staging::Staged) {
+        assert!(staged.copy_bytes() <= slot_bytes as u64, "staged record larger than a slot");
+        let device = self.words.device();
+        let words = std::mem::replace(&mut self.words, Tensor::empty([0], &device)).into_dispatch();
+        let offset = (slot * slot_bytes) as u64;
+        let copy = RawCopy(Box::new(move |buffer, start| staged.copy_to(buffer, start + offset)));
+        self.words = Tensor::from_dispatch(Dispatch::pool_raw(words, copy));
     }
 }
 

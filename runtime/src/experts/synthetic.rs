@@ -74,4 +74,14 @@ impl ExpertSource for SyntheticExperts {
         let i = (layer * self.num_experts + expert) % self.records.len();
         Ok(self.records[i].as_ref().clone())
     }
+
+    fn read_into(&self, layer: usize, expert: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        self.read_part(layer, expert, 0, out)
+    }
+
+    fn read_part(&self, layer: usize, expert: usize, start: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        let i = (layer * self.num_experts + expert) % self.records.len();
+        out.copy_from_slice(&self.records[i][start..start + out.len()]);
+        Ok(())
+    }
 }

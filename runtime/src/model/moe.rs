@@ -125,7 +125,7 @@ impl Moe {
         }
         let logits = self.router.forward(x.clone());
         let (ids, weights) = moe_route(logits, self.top_k)?;
-        grouped(x, ids, weights, self.experts.len(), |e, xs| Ok(self.experts[e].forward(xs))).await
+        grouped(x, ids, weights, self.experts.len(), |_| {}, |e, xs| Ok(self.experts[e].forward(xs))).await
     }
 }
 
@@ -141,18 +141,21 @@ pub(crate) async fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<u
     Ok(v.into_iter().map(|i| i as usize).collect())
 }
 
-/// Tokens grouped by expert: `moe_gather`, one read-back of the E + 1 boundaries, `expert(e,
-/// rows)` on each expert's contiguous rows, then the weighted `moe_scatter` back in token order.
+/// Tokens grouped by expert: `moe_gather`, one read-back of the E + 1 boundaries, `plan` with
+/// the experts that have tokens, `expert(e, rows)` on each expert's contiguous rows, then the weighted `moe_scatter` back in token order.
 /// Shared by resident experts and experts in the expert cache.
 pub(crate) async fn grouped(
     x: Tensor<2>,
     ids: Tensor<2, Int>,
     weights: Tensor<2>,
     num_experts: usize,
+    plan: impl FnOnce(&[usize]),
     mut expert: impl FnMut(usize, Tensor<2>) -> Result<Tensor<2>, Error>,
 ) -> Result<Tensor<2>, Error> {
     let grouped = moe_gather(x, ids, num_experts)?;
     let offsets = read_ints(grouped.offsets).await?;
+    let with_tokens: Vec<usize> = offsets.windows(2).enumerate().filter(|(_, b)| b[1] > b[0]).map(|(e, _)| e).collect();
+    plan(&with_tokens);
     let mut parts = Vec::new();
     for (e, bounds) in offsets.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);

@@ -122,7 +122,10 @@ impl Streamed<'_> {
     /// The grouped path: each expert with tokens is made resident in turn.
     async fn grouped(&self, x: Tensor<2>, ids: Tensor<2, Int>, weights: Tensor<2>) -> Result<Tensor<2>, Error> {
         let gpu = uses_wgsl(&x.device());
-        grouped(x, ids, weights, self.num_experts, |e, xs| {
+        // Every expert with tokens is read ahead at once, so reading one overlaps the
+        // computation of those before it.
+        let plan = |experts: &[usize]| self.cache.lock().expect("cache lock").read_ahead(self.layer, experts);
+        grouped(x, ids, weights, self.num_experts, plan, |e, xs| {
             let mut cache = self.cache.lock().expect("cache lock");
             cache.unpin_all();
             cache.ensure(self.layer, &[e])?;

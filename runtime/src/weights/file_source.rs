@@ -59,6 +59,13 @@ impl ByteSource for FileSource {
     }
 
     fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, WeightsError> {
+        let mut buf = vec![0u8; len];
+        self.read_into(offset, &mut buf)?;
+        Ok(Cow::Owned(buf))
+    }
+
+    fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<(), WeightsError> {
+        let len = out.len();
         let past_end = |got: usize| WeightsError::Format {
             path: self.path.clone(),
             reason: format!("read of {len} bytes at {offset} ends after {got} bytes, past the end of the file (truncated?)"),
@@ -66,11 +73,10 @@ impl ByteSource for FileSource {
         if offset.checked_add(len as u64).is_none_or(|end| end > self.len) {
             return Err(past_end(0));
         }
-        let mut buf = vec![0u8; len];
         let mut got = 0;
         // A positioned read may stop short (signals, network file systems): loop until full.
         while got < len {
-            match read_at(&self.file, &mut buf[got..], offset + got as u64) {
+            match read_at(&self.file, &mut out[got..], offset + got as u64) {
                 Ok(0) => return Err(past_end(got)),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -82,7 +88,7 @@ impl ByteSource for FileSource {
                 }
             }
         }
-        Ok(Cow::Owned(buf))
+        Ok(())
     }
 }
 

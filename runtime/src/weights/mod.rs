@@ -33,6 +33,11 @@ pub trait ByteSource: Send + Sync {
     fn len(&self) -> u64;
     /// Bytes `offset .. offset + len`.
     fn read(&self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>, WeightsError>;
+    /// Bytes `offset .. offset + out.len()` into `out`.
+    fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<(), WeightsError> {
+        out.copy_from_slice(&self.read(offset, out.len())?);
+        Ok(())
+    }
 }
 
 impl ByteSource for ShardBytes {
