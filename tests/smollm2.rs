@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use minimax_runtime::chat::{ChatTemplate, Conversation, Message};
 use minimax_runtime::device::BackendChoice;
 use minimax_runtime::generate::GenerateOptions;
-use minimax_tests::{backends, engine_at, fixture, max_abs, minimax_bin, read_npy};
+use minimax_runtime::MatrixDType;
+use minimax_tests::{backends, engine_at, engine_with, fixture, max_abs, minimax_bin, read_npy};
 
 /// The GGUF, or `None` (with a loud message) where it has not been fetched.
 fn gguf() -> Option<PathBuf> {
@@ -59,6 +60,35 @@ fn logits_and_greedy_match_transformers() {
             assert!(e.tokenizer().unwrap().decode(&g.tokens).unwrap().starts_with(" Paris"));
         }
     }
+}
+
+/// `--dtype q4` keeps the GGUF's Q4_1 projections as stored and runs them through the
+/// quantized kernels (qgemv for one token, qgemm for the prompt): the weights are exactly the
+/// ones transformers dequantized, so the logits meet the same tolerance.
+#[test]
+fn q4_blocks_as_stored_match_transformers_on_the_gpu() {
+    let Some(path) = gguf() else { return };
+    if !backends().contains(&BackendChoice::Gpu) {
+        return;
+    }
+    let r = reference();
+    let prompt = ids(&r["prompt"]);
+    let (_, expected) = read_npy(&fixture("smollm2").join("logits.npy"));
+    let tolerance = r["tolerance_max_abs"].as_f64().unwrap() as f32;
+    let e = engine_with(&path, BackendChoice::Gpu, MatrixDType::Q4, None);
+    assert_eq!(e.model.matrices.linear(), minimax_runtime::weights::StoredDType::Q4_1);
+    let logits = pollster::block_on(e.logits(&prompt, None)).unwrap();
+    let err = max_abs(&logits, &expected);
+    println!("SmolLM2 GPU q4 blocks: logits max-abs {err:.2e}");
+    assert!(err <= tolerance, "{err}");
+    let options = GenerateOptions {
+        max_tokens: 8,
+        stop_on_eos: false,
+        ..Default::default()
+    };
+    let mut state = e.new_state();
+    let g = pollster::block_on(e.generate(&mut state, &prompt, &options, |_| true)).unwrap();
+    assert_eq!(g.tokens, ids(&r["greedy"]));
 }
 
 #[test]

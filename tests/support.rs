@@ -84,10 +84,16 @@ pub fn engine(name: &str, backend: BackendChoice) -> Engine {
 
 /// Loads the model directory `dir` with f32 matrices on `backend`.
 pub fn engine_at(dir: &Path, backend: BackendChoice) -> Engine {
+    engine_with(dir, backend, MatrixDType::F32, None)
+}
+
+/// Loads `dir` on `backend` with matrices stored as `dtype`, splitting tensors larger than
+/// `max_binding_bytes`.
+pub fn engine_with(dir: &Path, backend: BackendChoice, dtype: MatrixDType, max_binding_bytes: Option<u64>) -> Engine {
     let options = RuntimeOptions {
         backend,
-        matrix_dtype: MatrixDType::F32,
-        max_binding_bytes: None,
+        matrix_dtype: dtype,
+        max_binding_bytes,
         expert_cache_bytes: None,
         no_expert_prefetch: false,
     };

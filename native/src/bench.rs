@@ -72,7 +72,8 @@ fn components(model: &minimax_runtime::model::Model) -> Result<Vec<Component>> {
     use burn::tensor::{Distribution, Tensor};
     let c = &model.config;
     let device = &model.device;
-    let dtype = model.matrix_dtype();
+    // Burn matmuls of float matrices (the quantized kernels are timed by their own benchmark).
+    let dtype = model.matrices.float;
     let reps = 20;
     let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
         f()?;
@@ -137,7 +138,7 @@ fn synthetic_config(kind: Synthetic, layers: usize) -> String {
 
 /// Bytes of weights one decoded token reads: every non-expert matrix, top-k experts per layer,
 /// the router (f32), one embedding row and the lm_head.
-fn active_bytes(c: &ModelConfig, matrix_bytes: u64) -> u64 {
+fn active_bytes(c: &ModelConfig, per_weight: f64) -> u64 {
     let (h, d) = (c.hidden_size as u64, c.head_dim as u64);
     let hd = c.num_heads as u64 * d;
     let kvd = c.num_kv_heads as u64 * d;
@@ -154,7 +155,7 @@ fn active_bytes(c: &ModelConfig, matrix_bytes: u64) -> u64 {
         matrices += top_k as u64 * 3 * h * f;
         f32s += router;
     }
-    matrices * matrix_bytes + f32s * 4
+    (matrices as f64 * per_weight) as u64 + f32s * 4
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -201,7 +202,7 @@ pub fn main(args: Args) -> Result<()> {
     let model = &engine.model;
     let config = &model.config;
     let vocab = config.vocab_size;
-    let matrix_bytes = model.matrix_dtype().size() as u64;
+    let per_weight = model.matrices.bytes_per_weight();
     // Make sure the weights are on the device before timing anything.
     let mut warm = model.new_state();
     pollster::block_on(async { read_logits(model.forward(&prompt(8, vocab, 0), &mut warm, Logits::Last).await?).await })?;
@@ -244,13 +245,13 @@ pub fn main(args: Args) -> Result<()> {
     };
     let copy = if streamed.is_some() { crate::bench_experts::host_to_gpu(model, 8)? } else { None };
     let parts = if args.components { components(model)? } else { Vec::new() };
-    let mut active = active_bytes(config, matrix_bytes);
+    let mut active = active_bytes(config, per_weight);
     if let Some(cache) = &model.experts {
         // The experts are records, not matrices of the dense dtype.
         let record = cache.lock().map_err(|_| "expert cache lock")?.layout().bytes() as u64;
         let (_, top_k) = config.ffn.experts();
         let (h, f) = (config.hidden_size as u64, config.ffn.intermediate_size() as u64);
-        active = active - config.layers.len() as u64 * top_k as u64 * 3 * h * f * matrix_bytes
+        active = active - config.layers.len() as u64 * top_k as u64 * ((3 * h * f) as f64 * per_weight) as u64
             + config.layers.len() as u64 * top_k as u64 * record;
     }
     let gbps = active as f64 / step / 1e9;
@@ -258,7 +259,7 @@ pub fn main(args: Args) -> Result<()> {
     if args.json {
         let out = serde_json::json!({
             "model": name, "device": engine.selected.describe(),
-            "matrix_dtype": format!("{:?}", model.matrix_dtype()), "load_seconds": load_secs,
+            "matrix_dtype": model.matrices.linear().name(), "load_seconds": load_secs,
             "prefill": prefill_rows.iter().map(|(len, t, tps)| serde_json::json!({"tokens": len, "seconds": t, "tokens_per_second": tps})).collect::<Vec<_>>(),
             "decode": {"context": args.context, "steps": args.decode_tokens, "seconds_per_token": step, "tokens_per_second": 1.0 / step,
                        "active_weight_bytes_per_token": active, "achieved_gb_per_s": gbps},
@@ -275,7 +276,7 @@ pub fn main(args: Args) -> Result<()> {
     } else {
         println!("model    {name}");
         println!("device   {}", engine.selected.describe());
-        println!("weights  {:?} matrices, load + warm-up {:.1} s", model.matrix_dtype(), load_secs);
+        println!("weights  {} matrices, load + warm-up {:.1} s", model.matrices.linear().name(), load_secs);
         println!();
         println!("| phase   | tokens | time (s) | tokens/s |");
         println!("|---------|-------:|---------:|---------:|");

@@ -22,7 +22,8 @@ pub struct ModelArgs {
     /// on one graphics API: vulkan, metal, dx12 or gl.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
-    /// Storage type of the large matrices: f32, f16 (GPUs with shader-f16) or auto.
+    /// Storage type of the large matrices: f32, f16 (GPUs with shader-f16), auto, or q8/q4
+    /// (linear layers in Q8_0/Q4_1 blocks).
     #[arg(long, default_value = "auto")]
     pub dtype: MatrixDType,
     /// Assume storage bindings of at most this many bytes (below the adapter's limit), so that

@@ -10,7 +10,8 @@ use crate::device::{BackendChoice, Selected};
 use crate::error::{Error, RuntimeError};
 use crate::generate::{GenerateOptions, Generated, generate, prefill, read_logits};
 use crate::experts::ExpertSource;
-use crate::model::{Logits, Model, State, StreamedExperts};
+use crate::model::{Logits, Matrices, Model, State, StreamedExperts};
+use crate::weights::StoredDType;
 use crate::tokenizer::Tokenizer;
 use crate::chat::ChatTemplate;
 use crate::weights::{GgufFile, SafetensorsSet, ShardBytes, WeightSource};
@@ -23,6 +24,10 @@ pub enum MatrixDType {
     /// f16 on a GPU with shader-f16 when the checkpoint is stored in 16 bits; f32 otherwise.
     #[default]
     Auto,
+    /// Linear layers in ggml Q8_0 blocks (8.5 bits a weight), embeddings as `Auto`.
+    Q8,
+    /// Linear layers in ggml Q4_1 blocks (5 bits a weight), embeddings as `Auto`.
+    Q4,
 }
 
 impl std::str::FromStr for MatrixDType {
@@ -32,7 +37,9 @@ impl std::str::FromStr for MatrixDType {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             "auto" => Ok(Self::Auto),
-            other => Err(format!("unknown dtype `{other}` (f32, f16, auto)")),
+            "q8" => Ok(Self::Q8),
+            "q4" => Ok(Self::Q4),
+            other => Err(format!("unknown dtype `{other}` (f32, f16, auto, q8, q4)")),
         }
     }
 }
@@ -311,14 +318,19 @@ impl Engine {
     }
 }
 
-fn matrix_dtype(choice: MatrixDType, selected: &Selected, source: &WeightSource) -> DType {
+fn matrix_dtype(choice: MatrixDType, selected: &Selected, source: &WeightSource) -> Matrices {
     let f16_ok = selected.adapter.as_ref().is_some_and(|a| a.shader_f16);
-    match choice {
-        MatrixDType::F32 => DType::F32,
-        MatrixDType::F16 if f16_ok => DType::F16,
-        MatrixDType::F16 => DType::F32,
-        MatrixDType::Auto => {
-            if f16_ok && source.is_narrow() { DType::F16 } else { DType::F32 }
-        }
-    }
+    let auto = if f16_ok && source.is_narrow() { DType::F16 } else { DType::F32 };
+    // With quantized linear layers, the float part is mostly the embedding table: f16 only
+    // where that loses nothing.
+    let exact = if f16_ok && source.embedding_is_f16() { DType::F16 } else { DType::F32 };
+    let (float, quant) = match choice {
+        MatrixDType::F32 => (DType::F32, None),
+        MatrixDType::F16 if f16_ok => (DType::F16, None),
+        MatrixDType::F16 => (DType::F32, None),
+        MatrixDType::Auto => (auto, None),
+        MatrixDType::Q8 => (exact, Some(StoredDType::Q8_0)),
+        MatrixDType::Q4 => (exact, Some(StoredDType::Q4_1)),
+    };
+    Matrices { float, quant }
 }

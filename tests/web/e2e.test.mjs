@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -121,6 +121,26 @@ test('a tensor beyond a lowered binding limit is split and gives the same logits
   const err = maxAbs(r.logits, f.logits.data);
   assert.ok(err <= f.reference.tolerance_max_abs, `max-abs ${err}`);
   assert.deepEqual(r.tokens, f.reference.greedy.slice(0, 2));
+  await page.close();
+});
+
+test('linear layers in Q8_0 blocks run on WebGPU and match the native CPU backend on the same blocks', async () => {
+  const f = fixture('minimax-7to1');
+  const bin = process.env.MINIMAX_BIN ?? `${repo}target/release/minimax`;
+  const out = `${repo}tests/web/.packs/7to1-q8-logits.npy`;
+  mkdirSync(`${repo}tests/web/.packs`, { recursive: true });
+  rmSync(out, { force: true });
+  execFileSync(bin, ['logits', '--model', `${repo}tests/fixtures/minimax-7to1`, '--backend', 'cpu', '--dtype', 'q8',
+    '--tokens', f.reference.prompt.join(','), '--out', out], { stdio: 'inherit' });
+  const expected = readNpy(out);
+  const page = await harness();
+  const r = await run(page, f.url, f.reference.prompt, 2, { dtype: 'q8' });
+  assert.equal(r.info.model.matrixDtype, 'Q8_0');
+  const err = maxAbs(r.logits, expected.data);
+  console.log(`q8 blocks in the browser against the native CPU: logits max-abs ${err.toExponential(2)}`);
+  assert.ok(err <= 1e-4, `max-abs ${err}`);
+  // Quantization moved the logits away from the f32 oracle, so this is not a vacuous match.
+  assert.ok(maxAbs(r.logits, f.logits.data) > 10 * err);
   await page.close();
 });
 

@@ -229,7 +229,7 @@ impl Session {
                 "hidden": c.hidden_size, "heads": c.num_heads, "kvHeads": c.num_kv_heads, "headDim": c.head_dim,
                 "experts": experts, "topK": top_k, "moe": matches!(c.ffn, Ffn::Moe(_)),
                 "vocab": c.vocab_size, "parameters": c.parameter_counts().0,
-                "matrixDtype": format!("{:?}", engine.model.matrix_dtype()),
+                "matrixDtype": engine.model.matrices.linear().name(),
             },
         });
         if let Some((s, slots)) = engine.expert_stats() {

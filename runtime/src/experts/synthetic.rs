@@ -33,36 +33,45 @@ impl SyntheticExperts {
     }
 }
 
-/// Random quantized blocks with sane scales: random bytes for the quants, then every block's
-/// f16 scale (and minimum) set so that values span about ±2·std.
+/// A random record: each matrix from [`random_matrix`].
 fn random_record(layout: &ExpertLayout, seed: u64, std: f32) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64(0x5eed ^ seed);
     let mut bytes = vec![0u8; layout.bytes()];
-    rng.fill(&mut bytes[..]);
-    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
     for m in [layout.gate_up(), layout.down()] {
-        let region = &mut bytes[m.offset..m.offset + m.bytes()];
-        match m.dtype {
-            StoredDType::Q8_0 => {
-                for block in region.chunks_exact_mut(m.dtype.block_bytes()) {
+        let matrix = random_matrix(m.dtype, m.rows, m.cols, rng.random(), std);
+        bytes[m.offset..m.offset + m.bytes()].copy_from_slice(&matrix);
+    }
+    bytes
+}
+
+/// A random `[rows, cols]` matrix stored as `dtype`, with weights of roughly N(0, std²)'s
+/// scale. Quantized blocks get random bytes for the quants (fast: no float is drawn), then
+/// every block's f16 scale (and minimum) is set so that values span about ±2·std.
+pub fn random_matrix(dtype: StoredDType, rows: usize, cols: usize, seed: u64, std: f32) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let len = dtype.row_bytes(cols).expect("whole blocks") * rows;
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    match dtype {
+        StoredDType::Q8_0 | StoredDType::Q4_1 => {
+            let mut bytes = vec![0u8; len];
+            rng.fill(&mut bytes[..]);
+            for block in bytes.chunks_exact_mut(dtype.block_bytes()) {
+                if dtype == StoredDType::Q8_0 {
                     block[..2].copy_from_slice(&f16(2.0 * std / 127.0));
-                }
-            }
-            StoredDType::Q4_1 => {
-                for block in region.chunks_exact_mut(m.dtype.block_bytes()) {
+                } else {
                     block[..2].copy_from_slice(&f16(4.0 * std / 15.0));
                     block[2..4].copy_from_slice(&f16(-2.0 * std));
                 }
             }
-            StoredDType::F16 | StoredDType::F32 => {
-                let values: Vec<f32> = (0..m.rows * m.cols).map(|_| rng.random_range(-2.0 * std..2.0 * std)).collect();
-                region.copy_from_slice(&crate::weights::quantize::quantize(m.dtype, &values));
-            }
-            _ => unreachable!("ExpertLayout::new admits no other format"),
+            debug_assert!(cols % QK == 0);
+            bytes
         }
-        debug_assert!(m.dtype.block_elems() == 1 || m.cols % QK == 0);
+        StoredDType::F16 | StoredDType::F32 => {
+            let values: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-2.0 * std..2.0 * std)).collect();
+            crate::weights::quantize::quantize(dtype, &values)
+        }
+        _ => unreachable!("no random {} matrices", dtype.name()),
     }
-    bytes
 }
 
 impl ExpertSource for SyntheticExperts {

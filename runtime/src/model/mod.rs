@@ -21,7 +21,7 @@ use crate::config::{Ffn, ModelConfig, NormPlacement};
 use crate::experts::{ExpertCache, ExpertSource};
 use crate::error::{Error, RuntimeError, WeightsError};
 use crate::kernels::{rms_norm::rms_norm, uses_wgsl};
-use crate::weights::{Loader, Names, WeightSource};
+use crate::weights::{Loader, Names, StoredDType, WeightSource};
 use layer::{FeedForward, Layer};
 use moe_streamed::Streamed;
 use linear::Linear;
@@ -53,6 +53,31 @@ pub struct Model {
     /// The expert cache, when the experts stream from a pack instead of being loaded whole.
     pub experts: Option<Arc<Mutex<ExpertCache>>>,
     prefetch: bool,
+    /// How the weights of linear layers are stored.
+    pub matrices: Matrices,
+}
+
+/// How the big matrices are stored on the device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Matrices {
+    /// Float matrices (embeddings, and every matrix when nothing is quantized): f32 or f16.
+    pub float: DType,
+    /// The block format of quantized linear layers (wgpu only; the CPU backend dequantizes
+    /// them at load).
+    pub quant: Option<StoredDType>,
+}
+
+impl Matrices {
+    /// Storage of the linear layers' weights: a block format or a float type.
+    pub fn linear(&self) -> StoredDType {
+        self.quant.unwrap_or(if self.float == DType::F16 { StoredDType::F16 } else { StoredDType::F32 })
+    }
+
+    /// Bytes per weight of the linear layers (blocks included).
+    pub fn bytes_per_weight(&self) -> f64 {
+        let t = self.linear();
+        t.block_bytes() as f64 / t.block_elems() as f64
+    }
 }
 
 /// Experts that stream from a pack into a bounded cache.
@@ -70,35 +95,43 @@ pub const GPU_LIGHTNING_BLOCK: usize = 16;
 
 impl Model {
     /// Loads every tensor of `config` from `source` onto `device`; big matrices are stored as
-    /// `matrix_dtype` (f32, or f16 on GPUs with shader-f16). `progress` gets the stored bytes
-    /// of each piece read.
+    /// `matrices` says (f32, f16 on GPUs with shader-f16, or quantized blocks for the linear
+    /// layers). `progress` gets the stored bytes of each piece read.
     /// `max_binding_bytes` is the adapter's storage-binding limit (`None` on the CPU).
     pub fn load(
         config: ModelConfig,
         source: &WeightSource,
         device: &Device,
-        matrix_dtype: DType,
+        matrices: Matrices,
         max_binding_bytes: Option<u64>,
         streamed: Option<StreamedExperts>,
         progress: Option<&dyn Fn(u64)>,
     ) -> Result<Self, Error> {
+        // The CPU backend runs dequantized copies (see `Linear::load_stacked`).
+        let matrices = if uses_wgsl(device) { matrices } else { Matrices { float: DType::F32, ..matrices } };
         let loader = Loader {
             source,
             device,
-            matrix_dtype,
+            matrix_dtype: matrices.float,
             max_binding_bytes,
             progress,
+            quant: matrices.quant,
         };
         let n = Names;
         let (v, c) = (config.vocab_size, config.hidden_size);
         let _span = tracing::info_span!("load", layers = config.num_layers()).entered();
-        let embed = Linear::load(&loader, &n.embed(), v, c)?;
+        let embed = Linear::load_float(&loader, &n.embed(), v, c)?;
         let layers = (0..config.num_layers())
             .map(|i| Layer::load(&config, i, &loader, device, streamed.is_some()))
             .collect::<Result<Vec<_>, _>>()?;
         let norm = loader.vector(&n.final_norm(), [c])?;
         let lm_head = if config.tie_word_embeddings && !source.has(&n.lm_head()) {
-            embed.clone()
+            // Tied: the embedding table itself, or, when linear layers are quantized, a
+            // quantized copy of it (the table stays float for row lookups).
+            match loader.quant_for(c) {
+                Some(_) => Linear::load(&loader, &n.embed(), v, c)?,
+                None => embed.clone(),
+            }
         } else {
             Linear::load(&loader, &n.lm_head(), v, c)?
         };
@@ -157,6 +190,7 @@ impl Model {
             fingerprint,
             experts,
             prefetch,
+            matrices: if uses_wgsl(device) { matrices } else { Matrices { quant: None, ..matrices } },
         })
     }
 
@@ -170,7 +204,7 @@ impl Model {
         let mut rows = Vec::new();
         let mut order = Vec::new();
         let mut start = 0;
-        for part in &self.embed.parts {
+        for part in self.embed.float_parts().expect("embeddings stay float") {
             let n = part.dims()[0];
             let (ids, at): (Vec<i64>, Vec<i64>) = tokens
                 .iter()
@@ -185,7 +219,7 @@ impl Model {
             start += n;
         }
         let mut x = Tensor::cat(rows, 0);
-        if self.embed.parts.len() > 1 {
+        if self.embed.float_parts().is_some_and(|p| p.len() > 1) {
             // Row r of `x` belongs to token order[r]; invert that permutation.
             let mut inverse = vec![0i64; order.len()];
             for (r, &i) in order.iter().enumerate() {
@@ -194,11 +228,6 @@ impl Model {
             x = x.select(0, index(inverse));
         }
         if x.dtype() != DType::F32 { x.cast(DType::F32) } else { x }
-    }
-
-    /// Storage type of the large matrices.
-    pub fn matrix_dtype(&self) -> DType {
-        self.lm_head.parts[0].dtype()
     }
 
     /// A fresh per-sequence state on this model's device.

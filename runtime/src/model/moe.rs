@@ -100,10 +100,9 @@ impl Moe {
                         down: Linear::new(loader.matrix_of_stack(&down_name, [e, c, f], i)?),
                     })
                 } else {
-                    let w1 = loader.matrix(&n.expert(layer, prefix, i, "w1"), [f, c])?;
-                    let w3 = loader.matrix(&n.expert(layer, prefix, i, "w3"), [f, c])?;
+                    let (w1, w3) = (n.expert(layer, prefix, i, "w1"), n.expert(layer, prefix, i, "w3"));
                     Ok(Expert {
-                        gate_up: Linear::new(Tensor::cat(vec![w1, w3], 0)),
+                        gate_up: Linear::load_stacked(loader, &[(&w1, f), (&w3, f)], c)?,
                         down: Linear::load(loader, &n.expert(layer, prefix, i, "w2"), c, f)?,
                     })
                 }

@@ -8,6 +8,7 @@ mod gguf_tokenizer;
 mod names;
 pub mod quant;
 pub mod quantize;
+pub mod quantized;
 mod safetensors;
 
 pub use gguf::{GgufFile, MetaValue};
@@ -199,6 +200,19 @@ impl WeightSource {
         }
     }
 
+    /// Whether the embedding table is stored as f16, so that f16 holds it exactly (random
+    /// weights count as f16).
+    pub fn embedding_is_f16(&self) -> bool {
+        match self {
+            WeightSource::Files(set) => set
+                .get_rows(&Names.embed(), 0, 1, 1)
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.dtype == StoredDType::F16),
+            WeightSource::Random { .. } => true,
+        }
+    }
+
     /// Whether tensor `name` exists (always true for random weights).
     pub fn has(&self, name: &str) -> bool {
         match self {
@@ -219,6 +233,9 @@ pub struct Loader<'a> {
     pub matrix_dtype: DType,
     /// Largest tensor one storage binding may hold (`None`: unlimited, on the CPU).
     pub max_binding_bytes: Option<u64>,
+    /// Block format (Q8_0 or Q4_1) of the big matrices of linear layers, if quantized (see
+    /// [`quantized`]); embeddings, norms and routers stay float.
+    pub quant: Option<StoredDType>,
     /// Called with the stored bytes of each piece read, for progress bars.
     pub progress: Option<&'a dyn Fn(u64)>,
 }

@@ -177,6 +177,23 @@ pub fn decode_q4_1(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Q4_0 blocks rewritten as Q4_1 with the same values: `d·(q − 8) = d·q + m` with `m = −8d`,
+/// which f16 holds exactly (a power-of-two multiple) unless it overflows; `None` then. The
+/// nibble order is the same in both formats.
+pub fn q4_0_to_q4_1(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() / 18 * 20);
+    for block in bytes.chunks_exact(StoredDType::Q4_0.block_bytes()) {
+        let m = half::f16::from_f32(-8.0 * f16_at(block, 0));
+        if !m.is_finite() {
+            return None;
+        }
+        out.extend_from_slice(&block[..2]);
+        out.extend_from_slice(&m.to_le_bytes());
+        out.extend_from_slice(&block[2..]);
+    }
+    Some(out)
+}
+
 /// Decodes whole blocks of `dtype` to f32 (little-endian storage; works on unaligned bytes).
 /// A trailing partial block is ignored.
 pub fn dequantize(dtype: StoredDType, bytes: &[u8]) -> Vec<f32> {
@@ -222,6 +239,21 @@ mod tests {
         }
         assert_eq!(GgmlType::from_id(12).map(|t| (t.name, t.stored())), Some(("Q4_K", None)));
         assert_eq!(GgmlType::from_id(4), None, "ids 4 and 5 were removed from ggml");
+    }
+
+    #[test]
+    fn q4_0_rewrites_as_q4_1_exactly() {
+        let mut bytes = Vec::new();
+        for (b, d) in [0.25f32, -3.5, 1e-3].into_iter().enumerate() {
+            bytes.extend(f16(d));
+            bytes.extend((0..16).map(|j| (j * 17 + b * 5) as u8));
+        }
+        let q41 = q4_0_to_q4_1(&bytes).unwrap();
+        assert_eq!(q41.len(), 3 * 20);
+        assert_eq!(dequantize(StoredDType::Q4_1, &q41), dequantize(StoredDType::Q4_0, &bytes));
+        let mut huge = f16(60000.0).to_vec();
+        huge.extend([0u8; 16]);
+        assert_eq!(q4_0_to_q4_1(&huge), None, "-8d overflows f16");
     }
 
     #[test]

@@ -1,0 +1,95 @@
+//! Linear layers in Q8_0 and Q4_1 blocks (`--dtype q8|q4`) on the embedded demo model.
+//!
+//! - The GPU's quantized kernels against the CPU backend, which runs the same blocks decoded
+//!   at load: the same weights, so only summation order differs. Prompts longer than 8 tokens
+//!   take `qgemm`, decode steps `qgemv`, and a small binding limit splits every matrix into
+//!   row blocks.
+//! - The quantization error against f32 weights, with the bounds measured here (see
+//!   BENCHMARKS.md).
+
+use std::path::{Path, PathBuf};
+
+use minimax_runtime::device::BackendChoice;
+use minimax_runtime::generate::GenerateOptions;
+use minimax_runtime::weights::StoredDType;
+use minimax_runtime::{Engine, MatrixDType};
+use minimax_tests::{backends, engine_with, max_abs};
+
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo")
+}
+
+fn prompt(engine: &Engine) -> Vec<u32> {
+    engine.encode("Once upon a time, there was a little dog named Max. He liked to").unwrap()
+}
+
+fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
+    let options = GenerateOptions {
+        max_tokens: n,
+        stop_on_eos: false,
+        ..Default::default()
+    };
+    let mut state = engine.new_state();
+    pollster::block_on(engine.generate(&mut state, prompt, &options, |_| true)).unwrap().tokens
+}
+
+fn argmax_rows(logits: &[f32], vocab: usize) -> Vec<usize> {
+    logits
+        .chunks(vocab)
+        .map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0)
+        .collect()
+}
+
+#[test]
+fn gpu_kernels_match_the_cpu_on_the_same_blocks() {
+    if !backends().contains(&BackendChoice::Gpu) {
+        return;
+    }
+    let dir = demo_dir();
+    // What summation order alone does to this model: f32 weights on both backends.
+    let cpu = engine_with(&dir, BackendChoice::Cpu, MatrixDType::F32, None);
+    let ids = prompt(&cpu);
+    let want = pollster::block_on(cpu.logits(&ids, None)).unwrap();
+    let gpu = engine_with(&dir, BackendChoice::Gpu, MatrixDType::F32, None);
+    let float_err = max_abs(&pollster::block_on(gpu.logits(&ids, None)).unwrap(), &want);
+    eprintln!("F32: GPU against CPU, max-abs {float_err:.2e}");
+    for (dtype, block) in [(MatrixDType::Q8, StoredDType::Q8_0), (MatrixDType::Q4, StoredDType::Q4_1)] {
+        let cpu = engine_with(&dir, BackendChoice::Cpu, dtype, None);
+        let ids = prompt(&cpu);
+        assert!(ids.len() > 8, "the prompt must take the qgemm path");
+        let want = pollster::block_on(cpu.logits(&ids, None)).unwrap();
+        let g_cpu = greedy(&cpu, &ids, 16);
+        // Whole matrices, then every matrix split into 16 KiB row blocks.
+        for limit in [None, Some(16 << 10)] {
+            let gpu = engine_with(&dir, BackendChoice::Gpu, dtype, limit);
+            assert_eq!(gpu.model.matrices.linear(), block);
+            let got = pollster::block_on(gpu.logits(&ids, None)).unwrap();
+            let err = max_abs(&got, &want);
+            eprintln!("{dtype:?}, binding limit {limit:?}: GPU against CPU, max-abs {err:.2e}");
+            // Same weights: the gap stays of the order of the float path's.
+            assert!(err < 10.0 * float_err.max(1e-4), "{dtype:?}, {limit:?}: {err} (f32: {float_err})");
+            assert_eq!(greedy(&gpu, &ids, 16), g_cpu, "{dtype:?}, {limit:?}: greedy tokens differ");
+        }
+    }
+}
+
+/// Max-abs logit error against f32 weights, and top-1 agreement over the prompt's positions.
+#[test]
+fn quantized_logits_stay_close_to_f32() {
+    let dir = demo_dir();
+    let f32_engine = engine_with(&dir, BackendChoice::Cpu, MatrixDType::F32, None);
+    let ids = prompt(&f32_engine);
+    let reference = pollster::block_on(f32_engine.logits(&ids, None)).unwrap();
+    let vocab = f32_engine.model.config.vocab_size;
+    let top1 = argmax_rows(&reference, vocab);
+    for (dtype, bound, agree) in [(MatrixDType::Q8, 0.15, 1.0), (MatrixDType::Q4, 2.5, 0.9)] {
+        let e = engine_with(&dir, BackendChoice::Cpu, dtype, None);
+        let logits = pollster::block_on(e.logits(&ids, None)).unwrap();
+        let err = max_abs(&logits, &reference);
+        let same = argmax_rows(&logits, vocab).iter().zip(&top1).filter(|(a, b)| a == b).count() as f64 / top1.len() as f64;
+        eprintln!("{dtype:?}: max-abs {err:.3} against f32, top-1 agreement {:.0} %", 100.0 * same);
+        assert!(err > 0.0, "{dtype:?}: no quantization happened");
+        assert!(err < bound, "{dtype:?}: {err}");
+        assert!(same >= agree, "{dtype:?}: top-1 agreement {same}");
+    }
+}
