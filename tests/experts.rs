@@ -29,7 +29,7 @@ fn pack(quant: StoredDType) -> PathBuf {
     }
     let out = std::env::temp_dir().join(format!("minimax-experts-{}-{}", std::process::id(), quant.name()));
     let _ = std::fs::remove_dir_all(&out);
-    convert(&demo_dir(), &out, &ConvertOptions { quant }, &mut |_| {}).expect("convert");
+    convert(&demo_dir(), &out, &ConvertOptions { quant, dense: None }, &mut |_| {}).expect("convert");
     packs.push((quant, out.clone()));
     out
 }

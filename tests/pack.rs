@@ -45,21 +45,21 @@ fn store(dir: &Path) -> Box<dyn TensorStore> {
     }
 }
 
-fn cli_convert(model: &Path, out: &Path, quant: &str) {
+fn cli_convert(model: &Path, out: &Path, quant: &str, extra: &[&str]) {
     let run = Command::new(minimax_bin())
         .args(["convert", "--quant", quant, "--model"])
         .arg(model)
         .arg("--out")
         .arg(out)
+        .args(extra)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "minimax convert failed: {stderr}");
-    assert!(stderr.contains("dense tensors are kept in their stored dtype"), "{stderr}");
 }
 
 fn lib_convert(model: &Path, out: &Path, quant: StoredDType) {
-    convert::convert(model, out, &ConvertOptions { quant }, &mut |_| {}).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    convert::convert(model, out, &ConvertOptions { quant, dense: None }, &mut |_| {}).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
 }
 
 /// The source's `(w1, w3, w2)` of one expert, in f32, in either layout.
@@ -98,8 +98,16 @@ fn check_within_bound(dtype: StoredDType, source: &[f32], decoded: &[f32], what:
     worst
 }
 
-/// Checks a converted pack against its source model, tensor by tensor.
-fn check_pack(model: &Path, dir: &Path, dtype: StoredDType) {
+/// Whether the converter should quantize dense tensor `name` of `shape`: the weight of a
+/// linear layer, not the embedding table nor a router.
+fn is_linear(name: &str, shape: &[usize]) -> bool {
+    let named = name.ends_with("_proj.weight") || name == "lm_head.weight" || name.ends_with("output_gate.weight");
+    named && shape.len() == 2 && shape[1] % 32 == 0
+}
+
+/// Checks a converted pack against its source model, tensor by tensor. `dense`: the block
+/// format of its linear layers (`None`: every dense tensor copied as stored).
+fn check_pack(model: &Path, dir: &Path, dtype: StoredDType, dense: Option<StoredDType>) {
     let src = store(model);
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
     let [c, f, e, layers] = ["hidden_size", "intermediate_size", "num_local_experts", "num_hidden_layers"]
@@ -141,26 +149,46 @@ fn check_pack(model: &Path, dir: &Path, dtype: StoredDType) {
     assert!(worst > 0.2, "{}: worst error only {worst} of the bound", dtype.name());
     eprintln!("{} {}: worst error {worst:.3} of the bound", model.display(), dtype.name());
 
-    // Dense tensors: everything but the experts, byte for byte.
-    let dense = pack.dense_store().unwrap();
+    // Dense tensors: everything but the experts, byte for byte, or the linear layers' weights
+    // as blocks within their format's bound.
+    let store = pack.dense_store().unwrap();
     let is_expert = |n: &str| n.contains(".experts.");
     let want: HashSet<String> = src.names().into_iter().filter(|n| !is_expert(n)).collect();
-    assert_eq!(dense.names().into_iter().collect::<HashSet<_>>(), want);
+    assert_eq!(store.names().into_iter().collect::<HashSet<_>>(), want);
+    let mut quantized = 0;
     for name in &want {
-        let (a, b) = (src.get(name).unwrap().unwrap(), dense.get(name).unwrap().unwrap());
-        assert_eq!((a.dtype, &a.shape), (b.dtype, &b.shape), "{name}");
-        assert!(a.bytes == b.bytes, "{name}: bytes differ");
+        let (a, b) = (src.get(name).unwrap().unwrap(), store.get(name).unwrap().unwrap());
+        match dense.filter(|_| is_linear(name, &a.shape)) {
+            Some(q) => {
+                assert_eq!((b.dtype, &b.shape), (q, &a.shape), "{name}");
+                check_within_bound(q, &a.to_f32(), &b.to_f32(), name);
+                quantized += 1;
+            }
+            None => {
+                assert_eq!((a.dtype, &a.shape), (b.dtype, &b.shape), "{name}");
+                assert!(a.bytes == b.bytes, "{name}: bytes differ");
+            }
+        }
     }
+    assert_eq!(quantized > 0, dense.is_some(), "{quantized} linear layers quantized");
 }
 
 #[test]
 fn converts_each_quant_with_the_cli() {
     let model = fixture("minimax-7to1");
-    for (quant, dtype) in [("q4", StoredDType::Q4_1), ("q8", StoredDType::Q8_0), ("f16", StoredDType::F16)] {
+    // q4 and q8 quantize the linear layers too, unless --experts-only; f16 never does.
+    for (quant, dtype, dense) in [
+        ("q4", StoredDType::Q4_1, Some(StoredDType::Q4_1)),
+        ("q8", StoredDType::Q8_0, Some(StoredDType::Q8_0)),
+        ("f16", StoredDType::F16, None),
+    ] {
         let out = TempDir::new(quant);
-        cli_convert(&model, &out.0, quant);
-        check_pack(&model, &out.0, dtype);
+        cli_convert(&model, &out.0, quant, &[]);
+        check_pack(&model, &out.0, dtype, dense);
     }
+    let out = TempDir::new("experts-only");
+    cli_convert(&model, &out.0, "q4", &["--experts-only"]);
+    check_pack(&model, &out.0, StoredDType::Q4_1, None);
 }
 
 #[test]
@@ -168,7 +196,7 @@ fn converts_a_sharded_bf16_fused_checkpoint() {
     let model = fixture("minimax-sharded-bf16");
     let out = TempDir::new("sharded");
     lib_convert(&model, &out.0, StoredDType::Q8_0);
-    check_pack(&model, &out.0, StoredDType::Q8_0);
+    check_pack(&model, &out.0, StoredDType::Q8_0, None);
     assert_eq!(ExpertPack::open(&out.0).unwrap().index().source["expert_layout"], "fused");
 }
 
@@ -220,7 +248,7 @@ fn both_expert_layouts_give_identical_records() {
         assert_eq!(pb.index().source["expert_layout"], "fused");
         let bin = |d: &Path| std::fs::read(d.join("experts.bin")).unwrap();
         assert!(bin(&a.0) == bin(&b.0), "{}: experts.bin differs between layouts", dtype.name());
-        check_pack(&fused.0, &b.0, dtype);
+        check_pack(&fused.0, &b.0, dtype, None);
     }
 }
 

@@ -93,3 +93,37 @@ fn quantized_logits_stay_close_to_f32() {
         assert!(same >= agree, "{dtype:?}: top-1 agreement {same}");
     }
 }
+
+/// `minimax convert --quant q8` also stores the linear layers as Q8_0 blocks. The pack then
+/// loads them as blocks by default (`auto`), with the same weights as quantizing the source at
+/// load (`--dtype q8`), and its dense file is smaller than an `--experts-only` pack's.
+#[test]
+fn a_pack_with_quantized_linear_layers_runs_them_as_stored() {
+    use minimax_runtime::experts::convert::{ConvertOptions, convert};
+    let dir = demo_dir();
+    let tmp = std::env::temp_dir().join(format!("minimax-quantized-pack-{}", std::process::id()));
+    let (quantized, plain) = (tmp.join("q8"), tmp.join("experts-only"));
+    for (out, dense) in [(&quantized, Some(StoredDType::Q8_0)), (&plain, None)] {
+        let _ = std::fs::remove_dir_all(out);
+        convert(&dir, out, &ConvertOptions { quant: StoredDType::Q8_0, dense }, &mut |_| {}).unwrap();
+    }
+    let size = |d: &Path| std::fs::metadata(d.join("dense.safetensors")).unwrap().len();
+    eprintln!("dense.safetensors: {} bytes with Q8_0 linear layers, {} as stored", size(&quantized), size(&plain));
+    assert!(size(&quantized) * 10 < size(&plain) * 7, "Q8_0 linear layers (about half of f16; the embedding stays f16) should shrink the dense file");
+
+    let source = engine_with(&dir, BackendChoice::Cpu, MatrixDType::Q8, None);
+    let ids = prompt(&source);
+    let want = pollster::block_on(source.logits(&ids, None)).unwrap();
+    for backend in backends() {
+        let pack = engine_with(&quantized, backend, MatrixDType::Auto, None);
+        if backend == BackendChoice::Gpu {
+            assert_eq!(pack.model.matrices.linear(), StoredDType::Q8_0);
+        }
+        let got = pollster::block_on(pack.logits(&ids, None)).unwrap();
+        let err = max_abs(&got, &want);
+        eprintln!("{backend:?}: pack with Q8_0 linear layers against --dtype q8 on the source, max-abs {err:.2e}");
+        let bound = if backend == BackendChoice::Cpu { 0.0 } else { 1e-4 };
+        assert!(err <= bound, "{backend:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}

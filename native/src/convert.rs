@@ -32,9 +32,9 @@ pub struct Args {
     /// Format of the expert records.
     #[arg(long, value_enum)]
     pub quant: Quant,
-    /// Convert only the experts. Dense tensors (embeddings, attention, norms, routers,
-    /// lm_head) are copied byte for byte in their stored dtype in every mode for now, because
-    /// the runtime has no quantized dense path yet; this flag only silences the note saying so.
+    /// Convert only the experts and copy every dense tensor as stored. Without it, q4 and q8
+    /// also quantize the linear layers (attention, lm_head, dense MLPs) to the same blocks;
+    /// embeddings, norms and routers are always copied as stored.
     #[arg(long)]
     pub experts_only: bool,
 }
@@ -45,9 +45,7 @@ pub fn main(args: Args) -> Result<()> {
         Quant::Q8 => StoredDType::Q8_0,
         Quant::F16 => StoredDType::F16,
     };
-    if !args.experts_only {
-        eprintln!("note: dense tensors are kept in their stored dtype; only experts are converted to {}", quant.name());
-    }
+    let dense = (!args.experts_only && quant != StoredDType::F16).then_some(quant);
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>22} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
@@ -55,7 +53,7 @@ pub fn main(args: Args) -> Result<()> {
             .progress_chars("=> "),
     );
     let mut stage = None;
-    let summary = convert::convert(&args.model, &args.out, &ConvertOptions { quant }, &mut |p| {
+    let summary = convert::convert(&args.model, &args.out, &ConvertOptions { quant, dense }, &mut |p| {
         if stage != Some(p.stage) {
             stage = Some(p.stage);
             // The verify pass re-reads everything: restart the bar so its rate and ETA are its own.

@@ -21,7 +21,9 @@ use crate::weights::{GgufFile, SafetensorsSet, ShardBytes, WeightSource};
 pub enum MatrixDType {
     F32,
     F16,
-    /// f16 on a GPU with shader-f16 when the checkpoint is stored in 16 bits; f32 otherwise.
+    /// Linear layers as blocks when the checkpoint stores them as blocks (GGUF, quantized
+    /// packs); otherwise f16 on a GPU with shader-f16 when the checkpoint is stored in 16
+    /// bits, f32 elsewhere.
     #[default]
     Auto,
     /// Linear layers in ggml Q8_0 blocks (8.5 bits a weight), embeddings as `Auto`.
@@ -328,7 +330,12 @@ fn matrix_dtype(choice: MatrixDType, selected: &Selected, source: &WeightSource)
         MatrixDType::F32 => (DType::F32, None),
         MatrixDType::F16 if f16_ok => (DType::F16, None),
         MatrixDType::F16 => (DType::F32, None),
-        MatrixDType::Auto => (auto, None),
+        // Linear layers stored as blocks run as blocks (a GGUF, a pack with quantized dense
+        // tensors): expanding them would cost memory and speed and gain nothing.
+        MatrixDType::Auto => match source.stored_blocks() {
+            Some(q) => (exact, Some(q)),
+            None => (auto, None),
+        },
         MatrixDType::Q8 => (exact, Some(StoredDType::Q8_0)),
         MatrixDType::Q4 => (exact, Some(StoredDType::Q4_1)),
     };

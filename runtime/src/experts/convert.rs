@@ -20,13 +20,18 @@ use super::pack::{
 use crate::config::{Ffn, ModelConfig};
 use crate::error::{ConfigError, Error, WeightsError};
 use crate::weights::file_source::FileSource;
-use crate::weights::{MOE_PREFIXES, Names, TensorStore, WeightSource};
+use crate::weights::quantize::quantize;
+use crate::weights::safetensors::GGML_PREFIX;
+use crate::weights::{MOE_PREFIXES, Names, STAGING_BYTES, StoredDType, TensorStore, WeightSource};
 
 /// What to convert to.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvertOptions {
     /// Format of the expert records: Q4_1, Q8_0 or F16.
     pub quant: crate::weights::StoredDType,
+    /// Block format (Q8_0 or Q4_1) of the linear layers' weights in `dense.safetensors`;
+    /// `None` copies every dense tensor as stored.
+    pub dense: Option<crate::weights::StoredDType>,
 }
 
 /// What a conversion is doing when it reports progress.
@@ -92,6 +97,9 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
         return Err(ConfigError::Unsupported(format!("packs store experts as Q4_1, Q8_0 or F16, not {}", options.quant.name())).into());
     }
     let layout = ExpertLayout::new(options.quant, c, f).map_err(ConfigError::Unsupported)?;
+    if let Some(q) = options.dense.filter(|q| !matches!(q, StoredDType::Q8_0 | StoredDType::Q4_1)) {
+        return Err(ConfigError::Unsupported(format!("linear layers are quantized to Q8_0 or Q4_1, not {}", q.name())).into());
+    }
     let WeightSource::Files(store) = WeightSource::open_dir(model)? else {
         unreachable!("open_dir reads files")
     };
@@ -128,7 +136,8 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
     let records = plan.len() * e;
     let stride = pack::record_stride(layout.bytes() as u64, ALIGNMENT);
     let experts_bytes = (records as u64 - 1) * stride + layout.bytes() as u64;
-    let (header, dense_data) = dense_header(store, &dense_names)?;
+    let formats: Vec<Option<StoredDType>> = dense_names.iter().map(|n| dense_format(store, n, options.dense)).collect::<Result<_, _>>()?;
+    let (header, dense_data) = dense_header(store, &dense_names, &formats)?;
     let dense_bytes = 8 + header.len() as u64 + dense_data;
     let total = dense_bytes + experts_bytes;
 
@@ -139,11 +148,24 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
     dense.write_all(&(header.len() as u64).to_le_bytes()).map_err(io(&dense_path))?;
     dense.write_all(&header).map_err(io(&dense_path))?;
     done += 8 + header.len() as u64;
-    for name in &dense_names {
-        let tensor = store.get(name)?.expect("listed by the store");
-        dense.write_all(&tensor.bytes).map_err(io(&dense_path))?;
-        done += tensor.bytes.len() as u64;
-        progress(Progress { stage: Stage::Dense, done, total });
+    for (name, format) in dense_names.iter().zip(&formats) {
+        let Some(q) = *format else {
+            let tensor = store.get(name)?.expect("listed by the store");
+            dense.write_all(&tensor.bytes).map_err(io(&dense_path))?;
+            done += tensor.bytes.len() as u64;
+            progress(Progress { stage: Stage::Dense, done, total });
+            continue;
+        };
+        // Quantized in pieces of rows, so that a 2 GB lm_head never sits in memory as f32.
+        let [rows, cols] = store.shape_of(name)?.expect("listed by the store")[..] else { unreachable!("2-D") };
+        let per = (STAGING_BYTES / (cols * 4)).max(1);
+        for start in (0..rows).step_by(per) {
+            let raw = store.get_rows(name, start, per.min(rows - start), cols)?.expect("listed by the store");
+            let blocks = quantize(q, &raw.to_f32());
+            dense.write_all(&blocks).map_err(io(&dense_path))?;
+            done += blocks.len() as u64;
+            progress(Progress { stage: Stage::Dense, done, total });
+        }
     }
     let dense_crc = dense.finish().map_err(io(&dense_path))?;
 
@@ -289,18 +311,42 @@ fn encode_expert(store: &dyn TensorStore, layout: &ExpertLayout, layer: usize, s
     })
 }
 
+/// The block format a dense tensor is written in: `dense` for the weight of a linear layer
+/// (2-D, whole blocks per row; not the embedding table, whose rows are looked up, nor a
+/// router, which stays f32), `None` (as stored) for everything else.
+fn dense_format(store: &dyn TensorStore, name: &str, dense: Option<StoredDType>) -> Result<Option<StoredDType>, WeightsError> {
+    let Some(q) = dense else { return Ok(None) };
+    let linear = name.ends_with(".weight") && !name.contains("embed_tokens") && !name.ends_with(".gate.weight");
+    let shape = store.shape_of(name)?.unwrap_or_default();
+    Ok(match shape[..] {
+        [_, cols] if linear && q.row_bytes(cols).is_some() => Some(q),
+        _ => None,
+    })
+}
+
 /// The safetensors header of the dense file (space-padded to 8 bytes, so that the data starts
 /// aligned) and the data section's length. Over memory maps, `get` reads no tensor bytes.
-fn dense_header(store: &dyn TensorStore, names: &[String]) -> Result<(Vec<u8>, u64), WeightsError> {
+/// Tensors with a block format are `U8` `[rows, row_bytes]`, named in the metadata (see
+/// [`GGML_PREFIX`]).
+fn dense_header(store: &dyn TensorStore, names: &[String], formats: &[Option<StoredDType>]) -> Result<(Vec<u8>, u64), WeightsError> {
     let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("format".into(), "pt".into());
     let mut at = 0u64;
-    for name in names {
+    for (name, format) in names.iter().zip(formats) {
         let t = store.get(name)?.expect("listed by the store");
-        let end = at + t.bytes.len() as u64;
-        header.insert(name.clone(), serde_json::json!({ "dtype": t.dtype.name(), "shape": t.shape, "data_offsets": [at, end] }));
-        at = end;
+        let (dtype, shape, len) = match *format {
+            Some(q) => {
+                let row_bytes = q.row_bytes(t.shape[1]).expect("checked by dense_format");
+                metadata.insert(format!("{GGML_PREFIX}{name}"), q.name().into());
+                ("U8", vec![t.shape[0], row_bytes], (t.shape[0] * row_bytes) as u64)
+            }
+            None => (t.dtype.name(), t.shape.clone(), t.bytes.len() as u64),
+        };
+        header.insert(name.clone(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [at, at + len] }));
+        at += len;
     }
+    header.insert("__metadata__".into(), metadata.into());
     let mut bytes = serde_json::to_vec(&header).expect("serializable");
     bytes.resize(bytes.len().next_multiple_of(8), b' ');
     Ok((bytes, at))

@@ -9,7 +9,7 @@ mod names;
 pub mod quant;
 pub mod quantize;
 pub mod quantized;
-mod safetensors;
+pub mod safetensors;
 
 pub use gguf::{GgufFile, MetaValue};
 pub use names::{MOE_PREFIXES, Names};
@@ -197,6 +197,22 @@ impl WeightSource {
                 .flatten()
                 .is_some_and(|t| t.dtype != StoredDType::F32),
             WeightSource::Random { .. } => true,
+        }
+    }
+
+    /// The block format the linear layers are stored in (a GGUF's, or a pack's quantized
+    /// dense tensors), judged by the lm_head or else layer 0's attention: Q8_0, or Q4_1 for
+    /// Q4_0 and Q4_1. `None` for float checkpoints and random weights.
+    pub fn stored_blocks(&self) -> Option<StoredDType> {
+        let WeightSource::Files(set) = self else { return None };
+        let n = Names;
+        let candidates = [n.lm_head(), n.attn(0, "q_proj"), n.attn(0, "qkv_proj")];
+        let name = candidates.iter().find(|name| set.contains(name))?;
+        let cols = *set.shape_of(name).ok()??.last()?;
+        match set.get_rows(name, 0, 1, cols).ok()??.dtype {
+            StoredDType::Q8_0 => Some(StoredDType::Q8_0),
+            StoredDType::Q4_0 | StoredDType::Q4_1 => Some(StoredDType::Q4_1),
+            _ => None,
         }
     }
 

@@ -68,11 +68,15 @@ impl SafetensorsSet {
             let header = source.read(8, n as usize)?;
             let mut entries: HashMap<String, serde_json::Value> =
                 serde_json::from_slice(&header).map_err(|e| format(e.to_string()))?;
-            entries.remove("__metadata__");
+            let metadata = entries.remove("__metadata__");
             let data_start = 8 + n;
             let mut tensors = HashMap::new();
             for (name, value) in entries {
-                let entry: Entry = serde_json::from_value(value).map_err(|e| format(format!("`{name}`: {e}")))?;
+                let mut entry: Entry = serde_json::from_value(value).map_err(|e| format(format!("`{name}`: {e}")))?;
+                let ggml = metadata.as_ref().and_then(|m| m.get(format!("{GGML_PREFIX}{name}"))).and_then(|v| v.as_str());
+                if let Some(ggml) = ggml {
+                    entry = blocks_entry(entry, ggml).map_err(|reason| format(format!("`{name}`: {reason}")))?;
+                }
                 let (a, b) = entry.data_offsets;
                 if a > b || data_start + b > total {
                     return Err(format(format!("tensor `{name}` runs past the end of the file (truncated?)")));
@@ -118,7 +122,7 @@ impl TensorStore for SafetensorsSet {
         let shard = &self.shards[i];
         let entry = &shard.tensors[name];
         let dtype = dtype_of(name, shard, entry)?;
-        let row = (cols * dtype.row_bytes(1).unwrap_or(0)) as u64;
+        let row = dtype.row_bytes(cols).unwrap_or(0) as u64;
         let offset = shard.data_start + entry.data_offsets.0 + start as u64 * row;
         if entry.data_offsets.0 + (start + n) as u64 * row > entry.data_offsets.1 {
             return Err(WeightsError::Format {
@@ -141,8 +145,8 @@ impl TensorStore for SafetensorsSet {
         let entry = &shard.tensors[name];
         let dtype = dtype_of(name, shard, entry)?;
         let (a, b) = entry.data_offsets;
-        let elements: usize = entry.shape.iter().product();
-        if (b - a) as usize != elements * dtype.row_bytes(1).unwrap_or(0) {
+        let (last, rows) = entry.shape.split_last().map_or((1, 1), |(l, r)| (*l, r.iter().product()));
+        if Some((b - a) as usize) != dtype.row_bytes(last).map(|r| r * rows) {
             return Err(WeightsError::Format {
                 path: shard.path.clone(),
                 reason: format!("tensor `{name}` holds {} bytes for shape {:?}", b - a, entry.shape),
@@ -162,10 +166,37 @@ fn dtype_of(name: &str, shard: &Shard, entry: &Entry) -> Result<StoredDType, Wei
         "F32" => Ok(StoredDType::F32),
         "F16" => Ok(StoredDType::F16),
         "BF16" => Ok(StoredDType::BF16),
+        "Q8_0" => Ok(StoredDType::Q8_0),
+        "Q4_0" => Ok(StoredDType::Q4_0),
+        "Q4_1" => Ok(StoredDType::Q4_1),
         other => Err(WeightsError::DType {
             name: format!("{name} (in {})", shard.path),
             dtype: other.to_string(),
         }),
+    }
+}
+
+/// Header metadata key prefix marking a tensor of ggml blocks: `"ggml:<name>": "Q4_1"` says
+/// that the `U8` tensor `<name>` of shape `[rows, row_bytes]` holds `[rows, cols]` weights as
+/// Q4_1 blocks. Expert packs store quantized linear layers this way in `dense.safetensors`;
+/// other readers see plain bytes.
+pub const GGML_PREFIX: &str = "ggml:";
+
+/// A `U8` `[rows, row_bytes]` entry seen as `[rows, cols]` of the ggml type `ggml`.
+fn blocks_entry(entry: Entry, ggml: &str) -> Result<Entry, String> {
+    let dtype = match ggml {
+        "Q8_0" => StoredDType::Q8_0,
+        "Q4_0" => StoredDType::Q4_0,
+        "Q4_1" => StoredDType::Q4_1,
+        other => return Err(format!("unknown ggml block type {other}")),
+    };
+    match entry.shape[..] {
+        [rows, row_bytes] if entry.dtype == "U8" && row_bytes % dtype.block_bytes() == 0 => Ok(Entry {
+            dtype: ggml.to_string(),
+            shape: vec![rows, row_bytes / dtype.block_bytes() * dtype.block_elems()],
+            data_offsets: entry.data_offsets,
+        }),
+        _ => Err(format!("{ggml} blocks need a U8 [rows, row_bytes] tensor, not {} {:?}", entry.dtype, entry.shape)),
     }
 }
 
