@@ -250,10 +250,10 @@ impl ExpertCache {
         // Read ahead in time: these count as hits.
         let ahead: HashSet<Key> = self.reader.ready_of(layer).into_iter().collect();
         let waited = !absent.is_empty() || !ahead.is_empty();
-        // The reader threads read the missing records side by side while this thread waits;
-        // predicted records not started yet are dropped, as they turned out not to be needed.
+        // The reader threads read the missing records side by side, ahead of the rest of the
+        // queue (a prefill's later experts), while this thread waits for the first.
         let keys: Vec<Key> = absent.iter().map(|&e| (layer, e)).collect();
-        self.reader.request(&keys);
+        self.reader.expedite(&keys);
         for e in absent {
             let slot = self.load(layer, e)?;
             if ahead.contains(&(layer, e)) {

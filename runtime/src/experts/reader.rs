@@ -140,6 +140,24 @@ impl Reader {
         self.shared.changed.notify_all();
     }
 
+    /// Moves `keys` (those not ready or being read) to the front of the queue, keeping the
+    /// rest of the latest request: someone is about to wait for them.
+    pub fn expedite(&self, keys: &[Key]) {
+        if self.workers.is_empty() {
+            return;
+        }
+        let mut state = self.shared.state.lock().expect("reader lock");
+        for &key in keys.iter().rev() {
+            state.wanted.insert(key);
+            if !state.ready.contains_key(&key) && !state.reading.contains(&key) {
+                state.queue.retain(|&k| k != key);
+                state.queue.push_front(key);
+            }
+        }
+        drop(state);
+        self.shared.changed.notify_all();
+    }
+
     /// The ready keys of `layer`.
     pub fn ready_of(&self, layer: usize) -> Vec<Key> {
         let state = self.shared.state.lock().expect("reader lock");
@@ -378,6 +396,20 @@ mod tests {
         assert!(err.contains("bad record"), "{err}");
         assert_eq!(&bytes(reader.take(3, 4).unwrap())[..2], &[3, 4]);
         assert!(!src.reads.lock().unwrap().contains(&(0, 2)), "a replaced request was still read");
+    }
+
+    #[test]
+    fn expedited_records_jump_the_queue_without_dropping_it() {
+        let src = source();
+        let reader = Reader::new(src.clone(), None, 1, 10);
+        reader.request(&[(0, 1), (0, 2), (0, 3)]);
+        reader.expedite(&[(0, 9)]);
+        wait_until(|| reader.ready_of(0).len() == 4);
+        let reads = src.reads.lock().unwrap().clone();
+        // The worker may have started (0, 1) already; (0, 9) comes next at the latest.
+        let at = reads.iter().position(|&k| k == (0, 9)).unwrap();
+        assert!(at <= 1, "{reads:?}");
+        assert_eq!(reads.len(), 4, "{reads:?}");
     }
 
     #[test]
