@@ -10,14 +10,9 @@ use std::sync::OnceLock;
 
 use minimax_runtime::device::{self, BackendChoice};
 use minimax_runtime::experts::convert::{ConvertOptions, convert};
-use minimax_runtime::generate::GenerateOptions;
 use minimax_runtime::weights::StoredDType;
 use minimax_runtime::{Engine, MatrixDType, ModelFiles, RuntimeOptions};
-use minimax_tests::{backends, max_abs, minimax_bin};
-
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo")
-}
+use minimax_tests::{argmax_rows, backends, demo_dir, demo_prompt as prompt, greedy, max_abs, minimax_bin};
 
 /// The demo model converted to `quant` (once per test process).
 fn pack(quant: StoredDType) -> PathBuf {
@@ -46,23 +41,10 @@ fn load(dir: &Path, backend: BackendChoice, budget: Option<u64>) -> Engine {
     Engine::new(files, device::select(backend).unwrap(), &options).unwrap()
 }
 
-/// A story prompt, tokenized by the demo tokenizer.
-fn prompt(engine: &Engine) -> Vec<u32> {
-    engine.encode("Once upon a time, there was a little dog named Max. He liked to").unwrap()
-}
-
 /// Bytes of `slots` cache slots of a pack.
 fn slots(dir: &Path, slots: u64) -> u64 {
     let pack = minimax_runtime::experts::pack::ExpertPack::open(dir).unwrap();
     slots * pack.layout().slot_bytes() as u64
-}
-
-fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
-    let mut options = GenerateOptions::default();
-    options.max_tokens = n;
-    options.stop_on_eos = false;
-    let mut state = engine.new_state();
-    pollster::block_on(engine.generate(&mut state, prompt, &options, |_| true)).unwrap().tokens
 }
 
 #[test]
@@ -133,12 +115,7 @@ fn quantized_logits_stay_close_to_f32() {
     let ids = prompt(&f32_engine);
     let reference = pollster::block_on(f32_engine.logits(&ids, None)).unwrap();
     let vocab = f32_engine.model.config.vocab_size;
-    let argmax = |v: &[f32]| -> Vec<usize> {
-        v.chunks(vocab)
-            .map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0)
-            .collect()
-    };
-    let top1 = argmax(&reference);
+    let top1 = argmax_rows(&reference, vocab);
     for (quant, bound, agree) in [
         (StoredDType::F16, 0.02, 1.0),
         (StoredDType::Q8_0, 0.15, 0.9),
@@ -148,7 +125,7 @@ fn quantized_logits_stay_close_to_f32() {
             let engine = load(&pack(quant), backend, None);
             let logits = pollster::block_on(engine.logits(&ids, None)).unwrap();
             let e = max_abs(&logits, &reference);
-            let same = argmax(&logits).iter().zip(&top1).filter(|(a, b)| a == b).count() as f64 / top1.len() as f64;
+            let same = argmax_rows(&logits, vocab).iter().zip(&top1).filter(|(a, b)| a == b).count() as f64 / top1.len() as f64;
             eprintln!("{} on {backend:?}: max-abs logit error {e:.4}, top-1 agreement {same:.2}", quant.name());
             assert!(e <= bound, "{}: {e} > {bound}", quant.name());
             assert!(same >= agree, "{}: top-1 agreement {same}", quant.name());

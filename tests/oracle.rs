@@ -2,9 +2,9 @@
 //! backend and on wgpu: logits within max-abs 1e-4 (f32), identical greedy tokens, and the
 //! same logits whether the prompt is fed at once, in chunks or token by token.
 
-use minimax_runtime::generate::{GenerateOptions, read_logits};
+use minimax_runtime::generate::read_logits;
 use minimax_runtime::model::Logits;
-use minimax_tests::{FIXTURES, backends, engine, max_abs, reference};
+use minimax_tests::{FIXTURES, backends, engine, greedy, max_abs, reference};
 
 #[test]
 fn logits_match_the_oracle() {
@@ -43,14 +43,7 @@ fn greedy_decoding_matches_the_oracle() {
         for name in FIXTURES {
             let r = reference(name);
             let e = engine(name, backend);
-            let options = GenerateOptions {
-                max_tokens: r.greedy.len(),
-                stop_on_eos: false,
-                ..Default::default()
-            };
-            let mut state = e.new_state();
-            let g = pollster::block_on(e.generate(&mut state, &r.prompt, &options, |_| true)).unwrap();
-            assert_eq!(g.tokens, r.greedy, "{name} on {backend:?}");
+            assert_eq!(greedy(&e, &r.prompt, r.greedy.len()), r.greedy, "{name} on {backend:?}");
         }
     }
 }

@@ -7,38 +7,12 @@
 //! - The quantization error against f32 weights, with the bounds measured here (see
 //!   BENCHMARKS.md).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use minimax_runtime::MatrixDType;
 use minimax_runtime::device::BackendChoice;
-use minimax_runtime::generate::GenerateOptions;
 use minimax_runtime::weights::StoredDType;
-use minimax_runtime::{Engine, MatrixDType};
-use minimax_tests::{backends, engine_with, max_abs};
-
-fn demo_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo")
-}
-
-fn prompt(engine: &Engine) -> Vec<u32> {
-    engine.encode("Once upon a time, there was a little dog named Max. He liked to").unwrap()
-}
-
-fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
-    let options = GenerateOptions {
-        max_tokens: n,
-        stop_on_eos: false,
-        ..Default::default()
-    };
-    let mut state = engine.new_state();
-    pollster::block_on(engine.generate(&mut state, prompt, &options, |_| true)).unwrap().tokens
-}
-
-fn argmax_rows(logits: &[f32], vocab: usize) -> Vec<usize> {
-    logits
-        .chunks(vocab)
-        .map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0)
-        .collect()
-}
+use minimax_tests::{argmax_rows, backends, demo_dir, demo_prompt as prompt, engine_with, greedy, max_abs};
 
 #[test]
 fn gpu_kernels_match_the_cpu_on_the_same_blocks() {

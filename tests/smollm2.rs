@@ -10,7 +10,7 @@ use minimax_runtime::chat::{ChatTemplate, Conversation, Message};
 use minimax_runtime::device::BackendChoice;
 use minimax_runtime::generate::GenerateOptions;
 use minimax_runtime::MatrixDType;
-use minimax_tests::{backends, engine_at, engine_with, fixture, max_abs, minimax_bin, read_npy};
+use minimax_tests::{backends, engine_at, engine_with, fixture, greedy, max_abs, minimax_bin, read_npy};
 
 /// The GGUF, or `None` (with a loud message) where it has not been fetched.
 fn gguf() -> Option<PathBuf> {
@@ -49,15 +49,9 @@ fn logits_and_greedy_match_transformers() {
         println!("SmolLM2 {backend:?}: logits max-abs {err:.2e}");
         assert!(err <= tolerance, "{backend:?}: {err}");
         if backend == BackendChoice::Cpu {
-            let options = GenerateOptions {
-                max_tokens: 8,
-                stop_on_eos: false,
-                ..Default::default()
-            };
-            let mut state = e.new_state();
-            let g = pollster::block_on(e.generate(&mut state, &prompt, &options, |_| true)).unwrap();
-            assert_eq!(g.tokens, ids(&r["greedy"]));
-            assert!(e.tokenizer().unwrap().decode(&g.tokens).unwrap().starts_with(" Paris"));
+            let tokens = greedy(&e, &prompt, 8);
+            assert_eq!(tokens, ids(&r["greedy"]));
+            assert!(e.tokenizer().unwrap().decode(&tokens).unwrap().starts_with(" Paris"));
         }
     }
 }
@@ -81,14 +75,7 @@ fn q4_blocks_as_stored_match_transformers_on_the_gpu() {
     let err = max_abs(&logits, &expected);
     println!("SmolLM2 GPU q4 blocks: logits max-abs {err:.2e}");
     assert!(err <= tolerance, "{err}");
-    let options = GenerateOptions {
-        max_tokens: 8,
-        stop_on_eos: false,
-        ..Default::default()
-    };
-    let mut state = e.new_state();
-    let g = pollster::block_on(e.generate(&mut state, &prompt, &options, |_| true)).unwrap();
-    assert_eq!(g.tokens, ids(&r["greedy"]));
+    assert_eq!(greedy(&e, &prompt, 8), ids(&r["greedy"]));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use minimax_runtime::device::BackendChoice;
+use minimax_runtime::generate::GenerateOptions;
 use minimax_runtime::{Engine, MatrixDType, RuntimeOptions};
 
 /// All committed fixture models (see `tests/oracle/README.md`).
@@ -19,6 +20,35 @@ pub const FIXTURES: [&str; 7] = [
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// The embedded demo model's directory.
+pub fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo")
+}
+
+/// A story prompt, tokenized by `engine`'s tokenizer (the demo model's).
+pub fn demo_prompt(engine: &Engine) -> Vec<u32> {
+    engine.encode("Once upon a time, there was a little dog named Max. He liked to").unwrap()
+}
+
+/// `n` greedy tokens after `prompt`, from a fresh state, never stopping at EOS.
+pub fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
+    let options = GenerateOptions {
+        max_tokens: n,
+        stop_on_eos: false,
+        ..Default::default()
+    };
+    let mut state = engine.new_state();
+    pollster::block_on(engine.generate(&mut state, prompt, &options, |_| true)).unwrap().tokens
+}
+
+/// The argmax of each `vocab`-wide row of `logits`.
+pub fn argmax_rows(logits: &[f32], vocab: usize) -> Vec<usize> {
+    logits
+        .chunks(vocab)
+        .map(|r| r.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0)
+        .collect()
 }
 
 /// A fixture's oracle data.
