@@ -126,6 +126,13 @@ pub trait TensorStore: Send + Sync {
         Ok(self.get(name)?.map(|t| t.shape))
     }
 
+    /// The stored type of tensor `name`, reading at most its first row.
+    fn dtype_of(&self, name: &str) -> Result<Option<StoredDType>, WeightsError> {
+        let Some(shape) = self.shape_of(name)? else { return Ok(None) };
+        let cols = shape.last().copied().unwrap_or(1);
+        Ok(self.get_rows(name, 0, 1, cols)?.map(|t| t.dtype))
+    }
+
     /// Rows `start..start + n` of tensor `name` viewed as `[rows, cols]`. Stores that read
     /// lazily override it to read only those bytes.
     fn get_rows(&self, name: &str, start: usize, n: usize, cols: usize) -> Result<Option<RawTensor<'_>>, WeightsError> {
@@ -191,11 +198,7 @@ impl WeightSource {
     /// Whether the big matrices are stored in fewer than 32 bits (random weights count as 16).
     pub fn is_narrow(&self) -> bool {
         match self {
-            WeightSource::Files(set) => set
-                .get(&Names.embed())
-                .ok()
-                .flatten()
-                .is_some_and(|t| t.dtype != StoredDType::F32),
+            WeightSource::Files(set) => set.dtype_of(&Names.embed()).ok().flatten().is_some_and(|d| d != StoredDType::F32),
             WeightSource::Random { .. } => true,
         }
     }
@@ -208,8 +211,7 @@ impl WeightSource {
         let n = Names;
         let candidates = [n.lm_head(), n.attn(0, "q_proj"), n.attn(0, "qkv_proj")];
         let name = candidates.iter().find(|name| set.contains(name))?;
-        let cols = *set.shape_of(name).ok()??.last()?;
-        match set.get_rows(name, 0, 1, cols).ok()??.dtype {
+        match set.dtype_of(name).ok()?? {
             StoredDType::Q8_0 => Some(StoredDType::Q8_0),
             StoredDType::Q4_0 | StoredDType::Q4_1 => Some(StoredDType::Q4_1),
             _ => None,
@@ -220,11 +222,7 @@ impl WeightSource {
     /// weights count as f16).
     pub fn embedding_is_f16(&self) -> bool {
         match self {
-            WeightSource::Files(set) => set
-                .get_rows(&Names.embed(), 0, 1, 1)
-                .ok()
-                .flatten()
-                .is_some_and(|t| t.dtype == StoredDType::F16),
+            WeightSource::Files(set) => set.dtype_of(&Names.embed()).ok().flatten() == Some(StoredDType::F16),
             WeightSource::Random { .. } => true,
         }
     }

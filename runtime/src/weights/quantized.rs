@@ -26,7 +26,7 @@ impl Loader<'_> {
     /// their stored format, or `q`; see [`Self::block_format`]): row blocks that each fit one
     /// storage binding, with their geometry.
     pub fn quant_blocks(&self, parts: &[(&str, usize)], cols: usize, q: StoredDType) -> Result<Vec<(Tensor<1, Int>, QMatrix)>, WeightsError> {
-        let q = self.block_format(parts, cols, q)?;
+        let q = self.block_format(parts, q)?;
         let row_bytes = q.row_bytes(cols).expect("checked by quant_for");
         let total: usize = parts.iter().map(|p| p.1).sum();
         // Kernels address a block with u32 byte offsets: stay under 2 GiB as well.
@@ -50,7 +50,7 @@ impl Loader<'_> {
     /// The same stacked matrices decoded back to f32 on the host: what the CPU backend runs,
     /// so that it sees exactly the values a GPU's quantized kernels see.
     pub fn quant_dequantized(&self, parts: &[(&str, usize)], cols: usize, q: StoredDType) -> Result<Tensor<2>, WeightsError> {
-        let q = self.block_format(parts, cols, q)?;
+        let q = self.block_format(parts, q)?;
         let total: usize = parts.iter().map(|p| p.1).sum();
         let mut values = Vec::with_capacity(total * cols);
         let piece_rows = (STAGING_BYTES / (cols * 4)).max(1);
@@ -62,12 +62,11 @@ impl Loader<'_> {
 
     /// The format stacked matrices are kept in: their stored block format when they all share
     /// one the kernels read (Q4_0 counting as Q4_1), otherwise `requested`.
-    fn block_format(&self, parts: &[(&str, usize)], cols: usize, requested: StoredDType) -> Result<StoredDType, WeightsError> {
+    fn block_format(&self, parts: &[(&str, usize)], requested: StoredDType) -> Result<StoredDType, WeightsError> {
         let WeightSource::Files(set) = self.source else { return Ok(requested) };
         let mut formats = Vec::new();
         for &(name, _) in parts {
-            let stored = set.get_rows(name, 0, 1, cols)?.map(|r| r.dtype);
-            formats.push(match stored {
+            formats.push(match set.dtype_of(name)? {
                 Some(StoredDType::Q8_0) => Some(StoredDType::Q8_0),
                 Some(StoredDType::Q4_0 | StoredDType::Q4_1) => Some(StoredDType::Q4_1),
                 _ => None,
