@@ -16,7 +16,13 @@
 //   is the low nibble of byte j and element j + 16 its high nibble. A row is 20·K/32 bytes and
 //   a matrix starts 16-byte aligned, so every Q4_1 block starts on a word.
 //
-// The including kernel declares `pool: array<u32>` (the records) and `x: array<f32>` (inputs).
+// The including kernel declares the bindings `pool` (the records) and `x` (inputs) and reaches
+// them only through four accessors, so that either may be bound as 16-byte vectors where the
+// launcher knows rows are 16-byte aligned (qgemv.rs, `Variant`):
+//   pool_word(i): pool word i;  pool_quad(i): pool words i .. i + 4 (i a multiple of 4);
+//   x_one(i): x element i;    x_four(i): x elements i .. i + 4 (i a multiple of 4).
+{{ pool_access }}
+{{ x_access }}
 // Byte offsets are relative to the matrix start word `mw` and fit u32 for matrices < 4 GiB.
 
 const FORMAT: u32 = {{ format }}u;
@@ -35,7 +41,7 @@ struct Unit {
 
 // The f16 at the 2-aligned byte `b` of the matrix at word `mw`, widened to f32.
 fn half_at(mw: u32, b: u32) -> f32 {
-    let v = unpack2x16float(pool[mw + (b >> 2u)]);
+    let v = unpack2x16float(pool_word(mw + (b >> 2u)));
     return select(v.x, v.y, (b & 2u) != 0u);
 }
 
@@ -43,9 +49,9 @@ fn half_at(mw: u32, b: u32) -> f32 {
 fn word_at(mw: u32, b: u32) -> u32 {
     let i = mw + (b >> 2u);
     if (b & 2u) == 0u {
-        return pool[i];
+        return pool_word(i);
     }
-    return (pool[i] >> 16u) | (pool[i + 1u] << 16u);
+    return (pool_word(i) >> 16u) | (pool_word(i + 1u) << 16u);
 }
 
 // The 4 signed bytes of a word, low byte first (shift each to the top, then sign-extend down).
@@ -74,27 +80,24 @@ fn w_unit(mw: u32, n: u32, e0: u32, cols: u32, row_bytes: u32) -> Unit {
     }
     if FORMAT == FMT_Q4_1 {
         let i = mw + ((rb + (e0 >> 5u) * 20u) >> 2u);
-        let dm = unpack2x16float(pool[i]);
+        let dm = unpack2x16float(pool_word(i));
         // Unit s of the block: s = 0, 1 are the low nibbles of bytes 0..8, 8..16; s = 2, 3 the
         // high nibbles of the same bytes.
         let s = (e0 >> 3u) & 3u;
         let j = i + 1u + (s & 1u) * 2u;
         let shift = (s >> 1u) * 4u;
-        return Unit(dm.x * nib4(pool[j], shift) + dm.y, dm.x * nib4(pool[j + 1u], shift) + dm.y);
+        return Unit(dm.x * nib4(pool_word(j), shift) + dm.y, dm.x * nib4(pool_word(j + 1u), shift) + dm.y);
     }
     if e0 + 8u <= cols {
         if FORMAT == FMT_F16 {
-            let i = mw + ((rb + e0 * 2u) >> 2u);
+            let q = pool_quad(mw + ((rb + e0 * 2u) >> 2u));
             return Unit(
-                vec4<f32>(unpack2x16float(pool[i]), unpack2x16float(pool[i + 1u])),
-                vec4<f32>(unpack2x16float(pool[i + 2u]), unpack2x16float(pool[i + 3u])),
+                vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
+                vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)),
             );
         }
         let i = mw + (rb >> 2u) + e0;
-        return Unit(
-            bitcast<vec4<f32>>(vec4<u32>(pool[i], pool[i + 1u], pool[i + 2u], pool[i + 3u])),
-            bitcast<vec4<f32>>(vec4<u32>(pool[i + 4u], pool[i + 5u], pool[i + 6u], pool[i + 7u])),
-        );
+        return Unit(bitcast<vec4<f32>>(pool_quad(i)), bitcast<vec4<f32>>(pool_quad(i + 4u)));
     }
     // The ragged end of a float row, element by element. (No private arrays here or anywhere in
     // these kernels: drivers keep a dynamically indexed one in slow local memory.)
@@ -112,7 +115,7 @@ fn w_elem(mw: u32, rb: u32, e: u32, cols: u32) -> f32 {
     if FORMAT == FMT_F16 {
         return half_at(mw, rb + e * 2u);
     }
-    return bitcast<f32>(pool[mw + (rb >> 2u) + e]);
+    return bitcast<f32>(pool_word(mw + (rb >> 2u) + e));
 }
 
 // Elements e0 .. e0 + 8 of the input row starting at x[base]: x itself, or with SWIGLU
@@ -121,12 +124,12 @@ fn w_elem(mw: u32, rb: u32, e: u32, cols: u32) -> f32 {
 fn x_unit(base: u32, e0: u32, cols: u32) -> Unit {
     if e0 + 8u <= cols {
         let i = base + e0;
-        var lo = vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
-        var hi = vec4<f32>(x[i + 4u], x[i + 5u], x[i + 6u], x[i + 7u]);
+        var lo = x_four(i);
+        var hi = x_four(i + 4u);
         if SWIGLU {
             let j = i + cols;
-            lo = silu(lo) * vec4<f32>(x[j], x[j + 1u], x[j + 2u], x[j + 3u]);
-            hi = silu(hi) * vec4<f32>(x[j + 4u], x[j + 5u], x[j + 6u], x[j + 7u]);
+            lo = silu(lo) * x_four(j);
+            hi = silu(hi) * x_four(j + 4u);
         }
         return Unit(lo, hi);
     }
@@ -147,7 +150,7 @@ fn x_elem(base: u32, e: u32, cols: u32) -> f32 {
         return 0.0;
     }
     if SWIGLU {
-        return silu(vec4<f32>(x[base + e])).x * x[base + cols + e];
+        return silu(vec4<f32>(x_one(base + e))).x * x_one(base + cols + e);
     }
-    return x[base + e];
+    return x_one(base + e);
 }

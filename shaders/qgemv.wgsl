@@ -1,16 +1,28 @@
-// qgemv: the decode-time expert matmul over a pool of expert records.
+// qgemv: the decode-time matmul, for expert pairs over a pool of expert records and for the
+// linear layers (one "expert" at word 0: the weight itself).
 //
 // For each pair p (a token and one of its experts) whose expert e = ids[p] has a record in
-// this pool (table[e] != 0xFFFFFFFF), y[p, n] = Σ_k W_e[n, k] · xin(p)[k] for n < N, where
-// W_e is one matrix of the record (rows of `row_bytes` bytes from word table[e] +
-// offset_words) and xin(p) is x row p / per, or silu(gate) · up of x row p (SWIGLU). Pairs of
-// experts absent from the pool keep their rows of y, so one y is filled by one dispatch per pool.
+// this pool (table[e] != 0xFFFFFFFF), the pair's row is r_p[n] = Σ_k W_e[n, k] · xin(p)[k] for
+// n < N, where W_e is one matrix of the record (rows of `row_bytes` bytes from word table[e] +
+// offset_words) and xin(p) is x row p / per, or silu(gate) · up of x row p (SWIGLU).
+// - GROUP = 1: y[p] = r_p. Pairs of experts absent from the pool keep their rows of y, so one
+//   y is filled by one dispatch per pool, and y needs no zeroing when every pair's expert is
+//   in one of the pools.
+// - EPILOGUE:
+//   0: y[p] = r_p;
+//   1 (combine): y[t] = (accumulate ? y[t] : 0) + Σ_{j < group} aux[t·group + j] · r_{t·group+j},
+//      the router-weighted sum of a token's experts fused into the down projection (no [P, N]
+//      intermediate, no separate multiply and sum);
+//   2 (silu): y[p] = silu(r_p), the activation of lightning attention's qkv projection;
+//   3 (gate): y[p] = sigmoid(r_p) ⊙ aux[p], lightning attention's output gate.
 //
-// With few pairs the work is N·K weights read once each: bandwidth bound. A workgroup takes
-// ROWS rows of one pair; each thread walks units of 8 columns with stride WG, reads the input
-// unit once and dots it with the ROWS weight units (consecutive threads read consecutive
-// words of a row). The per-thread sums are then reduced in workgroup memory (no subgroups:
-// WebGPU devices may lack them).
+// Bandwidth bound: N·K weights are read once per pair. A workgroup owns ROWS = 8 rows of one
+// output row of y; each thread walks units of 8 columns with stride WG, reads the input unit
+// once and dots it with the 8 weight units (consecutive threads read consecutive 16- or 32-byte
+// pieces of a row: coalesced, and one 16-byte load per unit where rows are 16-byte aligned).
+// The per-thread sums are reduced with subgroupAdd and one barrier where the adapter has
+// subgroups (WebGPU: `enable subgroups;` heads the module then), else by a tree in workgroup
+// memory.
 
 struct Params {
     pairs: u32,
@@ -21,16 +33,24 @@ struct Params {
     row_bytes: u32,
     offset_words: u32,
     experts: u32,
+    group: u32,
+    accumulate: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> x: array<f32>;     // [P / per, K] or [P, 2K] (SWIGLU) (row-major)
-@group(0) @binding(1) var<storage, read_write> ids: array<i32>;   // [P] expert of each pair
-@group(0) @binding(2) var<storage, read_write> table: array<i32>; // [E] record word offset in pool, or -1
-@group(0) @binding(3) var<storage, read_write> pool: array<u32>;  // [words] expert records (little-endian)
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;     // [P, N] (row-major), rows of this pool written
-@group(0) @binding(5) var<storage, read_write> p: Params;
+@group(0) @binding(0) var<storage, read_write> x: array<{{ x_elem }}>;       // [P / per, K] or [P, 2K] (SWIGLU) (row-major)
+@group(0) @binding(1) var<storage, read_write> ids: array<i32>;            // [P] expert of each pair
+@group(0) @binding(2) var<storage, read_write> table: array<i32>;          // [E] record word offset in pool, or -1
+@group(0) @binding(3) var<storage, read_write> pool: array<{{ pool_elem }}>; // [words] expert records (little-endian)
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;              // [P / group, N] (row-major)
+@group(0) @binding(5) var<storage, read_write> aux: array<f32>;            // [P] router weights (1), [P, N] gated values (3), else unused
+@group(0) @binding(6) var<storage, read_write> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
+const SUBGROUPS: bool = {{ subgroups }};
+const EPILOGUE: u32 = {{ epilogue }}u;
+const COMBINE: bool = EPILOGUE == 1u;
 // Output rows per workgroup, held in two vec4 accumulators (written out rather than as an
 // array: drivers keep a dynamically indexed private array in slow local memory).
 const ROWS: u32 = 8u;
@@ -43,58 +63,78 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    {{ subgroup_builtins }}
 ) {
     let tiles = (p.rows + ROWS - 1u) / ROWS;
     let l = linear_workgroup(wid, nwg);
-    let pair = l / tiles;
+    let out = l / tiles;
     let n0 = (l % tiles) * ROWS;
-
-    // Excess workgroups of the 2-D grid and pairs of absent experts get no units, but still
-    // reach the barriers below.
-    var record = NONE;
-    if pair < p.pairs {
-        let e = ids[pair];
-        if e >= 0 && u32(e) < p.experts {
-            record = bitcast<u32>(table[e]);
-        }
-    }
-    let units = select(0u, (p.cols + 7u) / 8u, record != NONE);
-    let mw = record + p.offset_words;
-    let xbase = (pair / p.per) * p.x_stride;
+    let outs = p.pairs / p.group;
     // Rows past the end re-read the last row (no branch in the loop); their sums are dropped.
     let last = max(p.rows, 1u) - 1u;
+    let units = (p.cols + 7u) / 8u;
 
+    // Excess workgroups of the 2-D grid and pairs of absent experts read nothing, but still
+    // reach the barriers below.
     var acc_a = vec4<f32>(0.0);
     var acc_b = vec4<f32>(0.0);
-    for (var u = lid; u < units; u += WG) {
-        let e0 = u * 8u;
-        let xv = x_unit(xbase, e0, p.cols);
-        acc_a += vec4<f32>(
-            dot8(w_unit(mw, n0, e0, p.cols, p.row_bytes), xv),
-            dot8(w_unit(mw, min(n0 + 1u, last), e0, p.cols, p.row_bytes), xv),
-            dot8(w_unit(mw, min(n0 + 2u, last), e0, p.cols, p.row_bytes), xv),
-            dot8(w_unit(mw, min(n0 + 3u, last), e0, p.cols, p.row_bytes), xv),
-        );
-        acc_b += vec4<f32>(
-            dot8(w_unit(mw, min(n0 + 4u, last), e0, p.cols, p.row_bytes), xv),
-            dot8(w_unit(mw, min(n0 + 5u, last), e0, p.cols, p.row_bytes), xv),
-            dot8(w_unit(mw, min(n0 + 6u, last), e0, p.cols, p.row_bytes), xv),
-            dot8(w_unit(mw, min(n0 + 7u, last), e0, p.cols, p.row_bytes), xv),
-        );
+    var any = false;
+    for (var j = 0u; j < p.group; j++) {
+        let pair = out * p.group + j;
+        var record = NONE;
+        if out < outs {
+            let e = ids[pair];
+            if e >= 0 && u32(e) < p.experts {
+                record = bitcast<u32>(table[e]);
+            }
+        }
+        if record == NONE {
+            continue;
+        }
+        any = true;
+        let mw = record + p.offset_words;
+        let xbase = (pair / p.per) * p.x_stride;
+        var a = vec4<f32>(0.0);
+        var b = vec4<f32>(0.0);
+        for (var u = lid; u < units; u += WG) {
+            let e0 = u * 8u;
+            let xv = x_unit(xbase, e0, p.cols);
+            a += vec4<f32>(
+                dot8(w_unit(mw, n0, e0, p.cols, p.row_bytes), xv),
+                dot8(w_unit(mw, min(n0 + 1u, last), e0, p.cols, p.row_bytes), xv),
+                dot8(w_unit(mw, min(n0 + 2u, last), e0, p.cols, p.row_bytes), xv),
+                dot8(w_unit(mw, min(n0 + 3u, last), e0, p.cols, p.row_bytes), xv),
+            );
+            b += vec4<f32>(
+                dot8(w_unit(mw, min(n0 + 4u, last), e0, p.cols, p.row_bytes), xv),
+                dot8(w_unit(mw, min(n0 + 5u, last), e0, p.cols, p.row_bytes), xv),
+                dot8(w_unit(mw, min(n0 + 6u, last), e0, p.cols, p.row_bytes), xv),
+                dot8(w_unit(mw, min(n0 + 7u, last), e0, p.cols, p.row_bytes), xv),
+            );
+        }
+        var s = 1.0;
+        if COMBINE {
+            s = aux[pair];
+        }
+        acc_a += s * a;
+        acc_b += s * b;
     }
 
-    partial[lid] = acc_a;
-    partial[WG + lid] = acc_b;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            partial[lid] += partial[lid + s];
-            partial[WG + lid] += partial[WG + lid + s];
+    {{ reduce }}
+
+    if lid < ROWS && out < outs && n0 + lid < p.rows && (COMBINE || any) {
+        let i = out * p.rows + n0 + lid;
+        var v = partial[(lid / 4u) * WG][lid % 4u];
+        if COMBINE && p.accumulate != 0u {
+            v += y[i];
         }
-        workgroupBarrier();
-    }
-    if lid < ROWS && units > 0u && n0 + lid < p.rows {
-        y[pair * p.rows + n0 + lid] = partial[(lid / 4u) * WG][lid % 4u];
+        if EPILOGUE == 2u {
+            v = v / (1.0 + exp(-v));
+        }
+        if EPILOGUE == 3u {
+            v = aux[i] / (1.0 + exp(-v));
+        }
+        y[i] = v;
     }
 }
 

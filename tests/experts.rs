@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 
 use minimax_runtime::device::{self, BackendChoice};
 use minimax_runtime::experts::convert::{ConvertOptions, convert};
+use minimax_runtime::model::Logits;
+use minimax_runtime::profile::Profiler;
 use minimax_runtime::weights::StoredDType;
 use minimax_runtime::{Engine, MatrixDType, ModelFiles, RuntimeOptions};
 use minimax_tests::{argmax_rows, backends, demo_dir, demo_prompt as prompt, greedy, max_abs, minimax_bin};
@@ -82,6 +84,33 @@ fn streaming_through_small_caches_matches_all_resident() {
         let (r, _) = resident.expert_stats().unwrap();
         assert_eq!((r.misses, r.evictions, r.bytes_streamed), (0, 0, 0), "{backend:?}: {r:?}");
     }
+}
+
+/// A checkpoint's experts (safetensors, not a pack) on a GPU are encoded at load into
+/// resident pools, so decode routes on the device: no grouping of tokens by expert and no
+/// read-back of expert ids, with the same tokens as the CPU backend.
+#[test]
+fn checkpoint_experts_decode_without_read_back() {
+    if minimax_runtime::device::test_gpu().is_none() {
+        eprintln!("!!! no wgpu adapter: resident checkpoint experts test SKIPPED");
+        return;
+    }
+    let gpu = load(&demo_dir(), BackendChoice::Gpu, None);
+    let (stats, slots) = gpu.expert_stats().expect("a checkpoint's experts live in pools on a GPU");
+    assert_eq!((slots, stats.misses), (64, 0), "all 8 × 8 experts resident: {stats:?}");
+    let ids = prompt(&gpu);
+    let mut state = gpu.new_state();
+    pollster::block_on(gpu.model.forward(&ids, &mut state, Logits::Last)).unwrap();
+    let profiler = Profiler::start(false);
+    let logits = pollster::block_on(gpu.model.forward(&[ids[1]], &mut state, Logits::Last)).unwrap();
+    let _ = logits.into_data();
+    let profile = pollster::block_on(profiler.finish());
+    let launches = |name: &str| profile.kernels.iter().find(|k| k.name == name).map_or(0, |k| k.launches);
+    assert_eq!(launches("moe_gather") + launches("moe_scatter"), 0, "decode grouped tokens: {profile:?}");
+    // Per MoE layer, gate_up for both experts and down with the combine, one pool each.
+    assert!(launches("qgemv") >= 2 * 8, "{profile:?}");
+    let cpu = load(&demo_dir(), BackendChoice::Cpu, None);
+    assert_eq!(greedy(&gpu, &ids, 16), greedy(&cpu, &ids, 16), "greedy tokens, GPU pools against the CPU");
 }
 
 fn dir_record_bytes(dir: &Path) -> u64 {

@@ -38,7 +38,7 @@ impl Drop for TempDir {
     }
 }
 
-fn store(dir: &Path) -> Box<dyn TensorStore> {
+fn store(dir: &Path) -> std::sync::Arc<dyn TensorStore> {
     match WeightSource::open_dir(dir).unwrap() {
         WeightSource::Files(store) => store,
         WeightSource::Random { .. } => unreachable!(),

@@ -56,6 +56,18 @@ pub struct Args {
     /// expert cache (budget: `--expert-cache-mb`), instead of generating them resident.
     #[arg(long, value_enum, requires = "synthetic")]
     pub experts: Option<crate::bench_experts::ExpertQuant>,
+    /// Measure the adapter's read bandwidth with our own WGSL streaming kernel (1 GiB, or the
+    /// binding limit) and report decode as a fraction of it.
+    #[arg(long)]
+    pub roofline: bool,
+    /// Profile decode steps: kernel launches and device time per kernel (timestamp queries),
+    /// and the host time to enqueue a step.
+    #[arg(long)]
+    pub profile: bool,
+    /// Time the decode matmul kernel alone on the model's weight shapes in F16, Q8_0 and Q4_1,
+    /// for every workgroup size and reduction.
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 /// One timed building block.
@@ -230,12 +242,13 @@ pub fn main(args: Args) -> Result<()> {
     let mut steps = Vec::new();
     let mut next = 5u32;
     for i in 0..args.decode_tokens.max(1) + 2 {
+        // A greedy step as generation takes it: the next token is picked on the device.
         let start = Instant::now();
-        let logits = pollster::block_on(async { read_logits(model.forward(&[next], &mut state, Logits::Last).await?).await })?;
+        let (_, token) = crate::bench_profile::greedy_step(model, &mut state, next)?;
         if i >= 2 {
             steps.push(start.elapsed().as_secs_f64());
         }
-        next = minimax_runtime::sampling::argmax(&logits);
+        next = token;
     }
     let decode_seconds = decode_start.elapsed().as_secs_f64();
     let step = median(steps);
@@ -243,8 +256,20 @@ pub fn main(args: Args) -> Result<()> {
         (Some((before, _)), Some((after, slots))) => Some((crate::bench_experts::delta(after, before), slots)),
         _ => None,
     };
+    // Experts resident by construction (a checkpoint's or a synthetic model's, all loaded up
+    // front) stream nothing: only a streaming cache's figures are worth printing.
+    let all_resident = model.experts.as_ref().is_some_and(|c| c.lock().is_ok_and(|c| c.all_resident()));
+    let streamed = streamed.filter(|_| args.experts.is_some() || !all_resident);
     let copy = if streamed.is_some() { crate::bench_experts::host_to_gpu(model, 8)? } else { None };
     let parts = if args.components { components(model)? } else { Vec::new() };
+    let gpu = engine.selected.adapter.is_some();
+    let roofline = match (args.roofline, &engine.selected.adapter) {
+        (true, Some(a)) => Some(crate::bench_profile::roofline(model, (1u64 << 30).min(a.max_storage_buffer_binding_size))?),
+        _ => None,
+    };
+    let profile = if args.profile { Some(crate::bench_profile::profile_decode(model, &mut state, args.decode_tokens.max(1))?) } else { None };
+    let subgroups = engine.selected.adapter.as_ref().is_some_and(|a| a.subgroups);
+    let kernel_rows = if args.kernels && gpu { crate::bench_profile::kernels(model, subgroups)? } else { Vec::new() };
     let mut active = active_bytes(config, per_weight);
     if let Some(cache) = &model.experts {
         // The experts are records, not matrices of the dense dtype.
@@ -255,6 +280,7 @@ pub fn main(args: Args) -> Result<()> {
             + config.layers.len() as u64 * top_k as u64 * record;
     }
     let gbps = active as f64 / step / 1e9;
+    let of_roofline = |bytes_per_s: f64| roofline.map(|r| 100.0 * bytes_per_s / r);
 
     if args.json {
         let out = serde_json::json!({
@@ -271,6 +297,20 @@ pub fn main(args: Args) -> Result<()> {
             "host_to_gpu_staged_gb_per_s": copy.as_ref().and_then(|c| c.staged).zip(copy.as_ref()).map(|(t, c)| c.bytes as f64 / t / 1e9),
             "components": parts.iter().map(|p| serde_json::json!({"name": p.name, "seconds": p.seconds,
                 "gb_per_s": p.bytes as f64 / p.seconds / 1e9})).collect::<Vec<_>>(),
+            "roofline_gb_per_s": roofline.map(|r| r / 1e9),
+            "decode_percent_of_roofline": of_roofline(active as f64 / step),
+            "profile": profile.as_ref().map(|p| serde_json::json!({
+                "steps": p.steps, "step_seconds": p.step, "enqueue_seconds": p.enqueue,
+                "launches_per_step": p.launches.launches() as f64 / p.steps as f64,
+                "device_seconds_per_step": p.timed.seconds() / p.steps as f64,
+                "host_timed_launches": p.timed.host_timed,
+                "kernels": p.timed.kernels.iter().map(|k| serde_json::json!({"name": k.name,
+                    "launches_per_step": k.launches as f64 / p.steps as f64,
+                    "seconds_per_step": k.seconds.map(|s| s / p.steps as f64)})).collect::<Vec<_>>(),
+            })),
+            "kernels": kernel_rows.iter().map(|k| serde_json::json!({"name": k.name, "launch": k.launch,
+                "seconds": k.seconds, "gb_per_s": k.bytes as f64 / k.seconds / 1e9,
+                "percent_of_roofline": of_roofline(k.bytes as f64 / k.seconds)})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -286,11 +326,27 @@ pub fn main(args: Args) -> Result<()> {
         println!("| decode  | {:>6} | {:>8.4} | {:>8.2} |", 1, step, 1.0 / step);
         println!();
         println!(
-            "decode reads {} of active weights per token: {gbps:.1} GB/s achieved (context {}, median of {} steps)",
+            "decode reads {} of active weights per token: {gbps:.1} GB/s achieved (context {}, median of {} steps){}",
             bytes(active),
             args.context,
-            args.decode_tokens
+            args.decode_tokens,
+            roofline
+                .map(|r| format!(", {:.1}% of the {:.0} GB/s roofline (stream_read, this run)", 100.0 * gbps * 1e9 / r, r / 1e9))
+                .unwrap_or_default()
         );
+        if let Some(p) = &profile {
+            crate::bench_profile::print_profile(p);
+        }
+        if !kernel_rows.is_empty() {
+            println!();
+            println!("| qgemv, 1 row (median of 5 x 40 calls) | launch | µs | GB/s | % roofline |");
+            println!("|---|---|---:|---:|---:|");
+            for k in &kernel_rows {
+                let rate = k.bytes as f64 / k.seconds;
+                let pct = of_roofline(rate).map(|p| format!("{p:.1}")).unwrap_or_else(|| "—".into());
+                println!("| {} | {} | {:.1} | {:.0} | {pct} |", k.name, k.launch, k.seconds * 1e6, rate / 1e9);
+            }
+        }
         if let Some((s, slots)) = streamed {
             println!(
                 "expert cache during decode: {slots} slots, {} hits / {} misses ({:.1}% hits), {} evictions, {} prefetched{}",

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_experts;
+mod bench_profile;
 mod chat;
 mod common;
 mod convert;

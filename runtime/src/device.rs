@@ -240,6 +240,12 @@ pub async fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
     }
 }
 
+/// Whether the process's wgpu device has subgroup operations (kernels pick their reduction by
+/// it). False before a wgpu device was selected.
+pub fn has_subgroups() -> bool {
+    WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.subgroups)
+}
+
 /// The wgpu device for tests, or `None` when the machine has no adapter at all.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn test_gpu() -> Option<Device> {

@@ -83,7 +83,7 @@ impl ModelFiles {
     ) -> Result<Self, Error> {
         Ok(Self {
             config_json,
-            weights: WeightSource::Files(Box::new(SafetensorsSet::from_shards(shards)?)),
+            weights: WeightSource::Files(Arc::new(SafetensorsSet::from_shards(shards)?)),
             tokenizer_json,
             tokenizer_config_json,
             experts: None,
@@ -124,7 +124,7 @@ impl ModelFiles {
         let pack = crate::experts::pack::ExpertPack::open(dir)?;
         let dense = pack.dense_store()?;
         let mut files = Self::read_dir_files(dir)?;
-        files.weights = WeightSource::Files(Box::new(dense));
+        files.weights = WeightSource::Files(Arc::new(dense));
         files.experts = Some(Arc::new(pack));
         Ok(files)
     }
@@ -157,7 +157,7 @@ impl ModelFiles {
         });
         Ok(Self {
             config_json,
-            weights: WeightSource::Files(Box::new(gguf)),
+            weights: WeightSource::Files(Arc::new(gguf)),
             tokenizer_json,
             tokenizer_config_json,
             experts: None,

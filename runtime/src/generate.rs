@@ -4,6 +4,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::{Error, RuntimeError};
+use crate::kernels::argmax::argmax;
 use crate::model::{Logits, Model, State};
 use crate::sampling::{Sampler, SamplingParams};
 
@@ -104,9 +105,9 @@ pub async fn generate(
             stop: StopReason::MaxTokens,
         });
     }
-    let mut logits = read_logits(prefill(model, state, prompt, options.prefill_chunk, Logits::Last).await?).await?;
+    let mut logits = prefill(model, state, prompt, options.prefill_chunk, Logits::Last).await?;
     loop {
-        let id = sampler.sample(&logits, &history);
+        let id = next_token(logits, &mut sampler, &history).await?;
         if (options.stop_on_eos && model.config.eos_token_ids.contains(&id)) || options.stop_tokens.contains(&id) {
             return Ok(Generated {
                 tokens,
@@ -127,6 +128,16 @@ pub async fn generate(
                 stop: StopReason::MaxTokens,
             });
         }
-        logits = read_logits(model.forward(&[id], state, Logits::Last).await?).await?;
+        logits = model.forward(&[id], state, Logits::Last).await?;
     }
+}
+
+/// The next token from a `[1, vocab]` logits row. Greedy decoding picks it on the device and
+/// reads back one integer; sampling reads the row back for the host sampler.
+async fn next_token(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32, Error> {
+    if sampler.is_greedy() {
+        let id = crate::model::moe::read_ints(argmax(logits)?).await?;
+        return Ok(id[0] as u32);
+    }
+    Ok(sampler.sample(&read_logits(logits).await?, history))
 }

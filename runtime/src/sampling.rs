@@ -44,6 +44,12 @@ impl Sampler {
         Self { params, rng }
     }
 
+    /// Whether this sampler always picks the largest logit (no temperature, no penalty), so
+    /// that the device can pick it ([`crate::kernels::argmax`]).
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0 && self.params.repetition_penalty == 1.0
+    }
+
     /// Picks the next token from `logits` given the tokens seen so far.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;

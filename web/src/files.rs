@@ -48,7 +48,7 @@ fn weights(sources: Vec<(String, Box<dyn ByteSource>)>, progress: &Progress) -> 
         }) as Box<dyn ByteSource>;
         (name, source)
     });
-    Ok(WeightSource::Files(Box::new(SafetensorsSet::from_sources(counted).map_err(to_js)?)))
+    Ok(WeightSource::Files(std::sync::Arc::new(SafetensorsSet::from_sources(counted).map_err(to_js)?)))
 }
 
 /// A model served under `base` (a directory URL).

@@ -14,6 +14,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::ExpertLayout;
+use super::store_source::{Stored, encode_expert, expert_tensor_names, plan_layers};
 use super::pack::{
     self, ALIGNMENT, DENSE_FILE, DenseEntry, EXPERTS_FILE, ExpertEntry, ExpertPack, FORMAT, INDEX_FILE, PackIndex, VERSION,
 };
@@ -63,14 +64,6 @@ pub struct ConvertSummary {
     pub copied: Vec<String>,
 }
 
-/// How one layer stores its experts.
-#[derive(Debug, Clone)]
-enum Stored {
-    /// `experts.{e}.w1/w3/w2.weight`, under `prefix`.
-    PerExpert(&'static str),
-    /// `experts.gate_up_proj` `[E, 2F, C]` and `experts.down_proj` `[E, C, F]`.
-    Fused(&'static str),
-}
 
 /// JSON files beside the weights that are not copied: the shard index describes files the
 /// pack does not have, and a source `pack.json` would be overwritten anyway.
@@ -234,81 +227,6 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<(), Weig
     }
     let dense = FileSource::open(&pack.dense_path()?)?;
     pack.verify_dense(&dense, &mut |n| progress(Progress { stage: Stage::Verify, done: done + n, total }))
-}
-
-/// The layers that have experts, and how each stores them, with every shape checked before
-/// anything is written. `dims` is `[C, F, E]`.
-fn plan_layers(store: &dyn TensorStore, layers: usize, [c, f, e]: [usize; 3]) -> Result<Vec<(usize, Stored)>, WeightsError> {
-    let n = Names;
-    let check = |name: String, expected: Vec<usize>| match store.shape_of(&name)? {
-        Some(found) if found == expected => Ok(()),
-        Some(found) => Err(WeightsError::Shape { name, expected, found }),
-        None => Err(WeightsError::Missing { name, expected }),
-    };
-    let mut plan = Vec::new();
-    for layer in 0..layers {
-        let found = MOE_PREFIXES.into_iter().find_map(|p| {
-            if store.contains(&n.expert(layer, p, 0, "w1")) {
-                Some(Stored::PerExpert(p))
-            } else if store.contains(&n.fused_experts(layer, p, "gate_up_proj")) {
-                Some(Stored::Fused(p))
-            } else {
-                None
-            }
-        });
-        match found {
-            Some(Stored::PerExpert(p)) => {
-                for x in 0..e {
-                    check(n.expert(layer, p, x, "w1"), vec![f, c])?;
-                    check(n.expert(layer, p, x, "w3"), vec![f, c])?;
-                    check(n.expert(layer, p, x, "w2"), vec![c, f])?;
-                }
-            }
-            Some(Stored::Fused(p)) => {
-                check(n.fused_experts(layer, p, "gate_up_proj"), vec![e, 2 * f, c])?;
-                check(n.fused_experts(layer, p, "down_proj"), vec![e, c, f])?;
-            }
-            None => continue,
-        }
-        plan.push((layer, found.expect("matched above")));
-    }
-    Ok(plan)
-}
-
-fn expert_tensor_names(layer: usize, stored: &Stored, e: usize) -> Vec<String> {
-    let n = Names;
-    match *stored {
-        Stored::PerExpert(p) => (0..e).flat_map(|x| ["w1", "w2", "w3"].map(|w| n.expert(layer, p, x, w))).collect(),
-        Stored::Fused(p) => vec![n.fused_experts(layer, p, "gate_up_proj"), n.fused_experts(layer, p, "down_proj")],
-    }
-}
-
-/// One expert's record: its three matrices read (only its rows of a fused tensor), widened to
-/// f32 and encoded. Both layouts give the same f32 values, hence the same record.
-fn encode_expert(store: &dyn TensorStore, layout: &ExpertLayout, layer: usize, stored: &Stored, x: usize, e: usize) -> Result<Vec<u8>, WeightsError> {
-    let (n, c, f) = (Names, layout.hidden, layout.ffn);
-    let missing = |name: String, expected: Vec<usize>| WeightsError::Missing { name, expected };
-    let read = |name: String, shape: [usize; 2]| -> Result<Vec<f32>, WeightsError> {
-        Ok(store.get(&name)?.ok_or_else(|| missing(name, shape.to_vec()))?.to_f32())
-    };
-    let rows = |name: String, start: usize, count: usize, cols: usize| -> Result<Vec<f32>, WeightsError> {
-        Ok(store.get_rows(&name, start, count, cols)?.ok_or_else(|| missing(name, vec![e, count, cols]))?.to_f32())
-    };
-    Ok(match *stored {
-        Stored::PerExpert(p) => {
-            let w1 = read(n.expert(layer, p, x, "w1"), [f, c])?;
-            let w3 = read(n.expert(layer, p, x, "w3"), [f, c])?;
-            let w2 = read(n.expert(layer, p, x, "w2"), [c, f])?;
-            layout.encode(&w1, &w3, &w2)
-        }
-        Stored::Fused(p) => {
-            // gate_up rows 0..F are w1 and F..2F are w3, as in the record.
-            let gate_up = rows(n.fused_experts(layer, p, "gate_up_proj"), x * 2 * f, 2 * f, c)?;
-            let down = rows(n.fused_experts(layer, p, "down_proj"), x * c, c, f)?;
-            let (w1, w3) = gate_up.split_at(f * c);
-            layout.encode(w1, w3, &down)
-        }
-    })
 }
 
 /// The block format a dense tensor is written in: `dense` for the weight of a linear layer

@@ -9,6 +9,7 @@ pub mod pool;
 pub mod reader;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod staging;
+pub mod store_source;
 pub mod synthetic;
 
 pub use cache::{CacheStats, ExpertCache, ExpertSource};

@@ -33,7 +33,25 @@ const WORKGROUP: usize = 128;
 /// - `q`: `[1, Hq, D]`; `k`, `v`: `[len, Hkv, D]`;
 /// - returns `[1, Hq * D]`.
 pub fn attention_decode(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Result<Tensor<2>, KernelError> {
-    let (t, _, _, _, l) = check("attention_decode", &q, &k, &v)?;
+    let len = k.dims()[0];
+    attention_decode_prefix(q, k, v, len)
+}
+
+/// [`attention_decode`] over the first `len` positions of `k` and `v`, which may hold more
+/// (a KV cache's whole capacity): the kernel reads only those rows, where a view of them would
+/// be copied to a new buffer first, an O(context) copy per decoded token.
+///
+/// # Shapes
+/// - `q`: `[1, Hq, D]`; `k`, `v`: `[capacity, Hkv, D]` with `1 ≤ len ≤ capacity`.
+pub fn attention_decode_prefix(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: usize) -> Result<Tensor<2>, KernelError> {
+    let (t, _, _, _, capacity) = check("attention_decode", &q, &k, &v)?;
+    if len == 0 || len > capacity {
+        return Err(KernelError::Shape {
+            kernel: "attention_decode",
+            reason: format!("{len} positions of a cache of {capacity}"),
+        });
+    }
+    let l = len;
     if t != 1 {
         return Err(KernelError::Shape {
             kernel: "attention_decode",
@@ -41,7 +59,7 @@ pub fn attention_decode(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Result<Tens
         });
     }
     if !uses_wgsl(&q.device()) {
-        return Ok(reference(q, k, v));
+        return Ok(reference(q, k.narrow(0, 0, l), v.narrow(0, 0, l)));
     }
     Ok(float(Dispatch::attention_decode(
         q.into_dispatch(),

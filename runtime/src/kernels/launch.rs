@@ -1,11 +1,14 @@
 //! Launching WGSL templates on burn-wgpu tensors: the one place where source text is assembled
 //! and where tensors become bindings.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
 use burn::tensor::{DType, Shape};
 use cubecl::prelude::KernelId;
-use cubecl::server::{BufferBinding, KernelArguments};
-use cubecl::{CubeCount, CubeDim};
+use cubecl::server::{BufferBinding, Handle, KernelArguments};
+use cubecl::{CubeCount, CubeDim, Device as CubeDevice};
 
 /// WGSL shared by every kernel (included once, never copied into kernel files).
 const PRELUDE: &str = include_str!("../../../shaders/common.wgsl");
@@ -17,6 +20,8 @@ pub(crate) struct Wgsl {
     pub name: &'static str,
     pub text: &'static str,
     pub values: Vec<(&'static str, String)>,
+    /// WGSL `enable` extensions, which must precede every declaration (the prelude's too).
+    pub enables: Vec<&'static str>,
 }
 
 impl Wgsl {
@@ -25,7 +30,14 @@ impl Wgsl {
             name,
             text,
             values: Vec::new(),
+            enables: Vec::new(),
         }
+    }
+
+    /// Heads the module with `enable <extension>;`.
+    pub fn enable(mut self, extension: &'static str) -> Self {
+        self.enables.push(extension);
+        self
     }
 
     /// Sets placeholder `key` to `value`.
@@ -37,7 +49,8 @@ impl Wgsl {
 
 impl KernelSource for Wgsl {
     fn source(&self) -> SourceTemplate {
-        let mut template = SourceTemplate::new(PRELUDE).add_template(self.text);
+        let enables: String = self.enables.iter().map(|e| format!("enable {e};\n")).collect();
+        let mut template = SourceTemplate::new(enables + PRELUDE).add_template(self.text);
         for (key, value) in &self.values {
             template = template.register(*key, value.clone());
         }
@@ -45,7 +58,7 @@ impl KernelSource for Wgsl {
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.values.clone()))
+        KernelId::new::<Self>().info((self.name, self.values.clone(), self.enables.clone()))
     }
 
     fn lang(&self) -> &'static str {
@@ -62,18 +75,45 @@ pub(crate) fn dispatch(
     count: CubeCount,
     buffers: Vec<BufferBinding>,
 ) {
-    let _span = tracing::trace_span!("kernel", name = kernel.name).entered();
-    like.client.launch(
-        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(workgroup))),
-        count,
-        KernelArguments::new().with_buffers(buffers),
-    );
+    let name = kernel.name;
+    let _span = tracing::trace_span!("kernel", name).entered();
+    crate::profile::named(name, || {
+        like.client.launch(
+            Box::new(SourceKernel::new(kernel, CubeDim::new_1d(workgroup))),
+            count,
+            KernelArguments::new().with_buffers(buffers),
+        )
+    });
 }
 
-/// A params struct uploaded as a storage buffer (no uniform usage: see DEVELOPERS.md).
+/// A params struct as a storage buffer (no uniform usage: see DEVELOPERS.md).
+///
+/// Kernels only read their params, and decode launches the same kernels with the same params
+/// token after token, so each distinct params value is uploaded once per device and its
+/// buffer reused: an upload per launch costs host time on the path that bounds decode.
 pub(crate) fn params<P: bytemuck::Pod>(like: &CubeTensor, params: &P) -> BufferBinding {
-    like.client
-        .create_from_slice(bytemuck::bytes_of(params))
+    type Uploaded = HashMap<Vec<u8>, Handle>;
+    /// Distinct params values kept per device before the cache starts over (a long prefill
+    /// in many chunk sizes, or attention decode at every length, makes new ones).
+    const KEEP: usize = 4096;
+    static UPLOADED: Mutex<Vec<(CubeDevice, Uploaded)>> = Mutex::new(Vec::new());
+    let bytes = bytemuck::bytes_of(params);
+    let mut uploaded = UPLOADED.lock().expect("params cache");
+    let i = match uploaded.iter().position(|(d, _)| *d == like.device) {
+        Some(i) => i,
+        None => {
+            uploaded.push((like.device.clone(), HashMap::new()));
+            uploaded.len() - 1
+        }
+    };
+    let cache = &mut uploaded[i].1;
+    if cache.len() >= KEEP && !cache.contains_key(bytes) {
+        cache.clear();
+    }
+    cache
+        .entry(bytes.to_vec())
+        .or_insert_with(|| like.client.create_from_slice(bytes))
+        .clone()
         .binding()
 }
 

@@ -6,6 +6,7 @@
 //! dispatches: on a wgpu device it launches the WGSL kernel through the [`Kernels`] backend
 //! extension; on any other backend (Flex on the CPU) it runs the reference.
 
+pub mod argmax;
 pub mod attention_decode;
 pub mod attention_prefill;
 pub mod lightning_decode;
@@ -16,6 +17,8 @@ pub mod moe_scatter;
 pub mod qgemm;
 pub mod qgemv;
 pub mod rms_norm;
+pub mod rope;
+pub mod stream_read;
 
 mod launch;
 
@@ -83,14 +86,33 @@ pub trait Kernels: burn::backend::Backend {
         positions: IntTensor<Self>,
     ) -> FloatTensor<Self>;
 
+    #[allow(clippy::too_many_arguments)]
     fn qgemv(
         x: FloatTensor<Self>,
         ids: IntTensor<Self>,
         table: IntTensor<Self>,
         pool: IntTensor<Self>,
         y: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
         params: qgemv::Params,
         variant: qgemv::Variant,
+        launch: qgemv::Launch,
+        epilogue: u32,
+    ) -> FloatTensor<Self>;
+
+    /// `qgemv` over a float weight tensor (a linear layer) instead of a pool of words.
+    #[allow(clippy::too_many_arguments)]
+    fn qgemv_float(
+        x: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        table: IntTensor<Self>,
+        weight: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        params: qgemv::Params,
+        variant: qgemv::Variant,
+        launch: qgemv::Launch,
+        epilogue: u32,
     ) -> FloatTensor<Self>;
 
     fn qgemm(
@@ -98,6 +120,17 @@ pub trait Kernels: burn::backend::Backend {
         pool: IntTensor<Self>,
         params: qgemm::Params,
         variant: qgemv::Variant,
+    ) -> FloatTensor<Self>;
+
+    fn stream_read(data: FloatTensor<Self>, params: stream_read::Params) -> FloatTensor<Self>;
+
+    fn argmax(x: FloatTensor<Self>, params: argmax::Params) -> IntTensor<Self>;
+
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        params: rope::Params,
     ) -> FloatTensor<Self>;
 }
 
@@ -172,10 +205,28 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         table: IntTensor<Self>,
         pool: IntTensor<Self>,
         y: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
         params: qgemv::Params,
         variant: qgemv::Variant,
+        launch: qgemv::Launch,
+        epilogue: u32,
     ) -> FloatTensor<Self> {
-        qgemv::launch(x, ids, table, pool, y, params, variant)
+        qgemv::launch(x, ids, table, pool, y, aux, params, variant, launch, epilogue)
+    }
+
+    fn qgemv_float(
+        x: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        table: IntTensor<Self>,
+        weight: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        aux: FloatTensor<Self>,
+        params: qgemv::Params,
+        variant: qgemv::Variant,
+        launch: qgemv::Launch,
+        epilogue: u32,
+    ) -> FloatTensor<Self> {
+        qgemv::launch(x, ids, table, weight, y, aux, params, variant, launch, epilogue)
     }
 
     fn qgemm(
@@ -185,6 +236,23 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         variant: qgemv::Variant,
     ) -> FloatTensor<Self> {
         qgemm::launch(x, pool, params, variant)
+    }
+
+    fn stream_read(data: FloatTensor<Self>, params: stream_read::Params) -> FloatTensor<Self> {
+        stream_read::launch(data, params)
+    }
+
+    fn argmax(x: FloatTensor<Self>, params: argmax::Params) -> IntTensor<Self> {
+        argmax::launch(x, params)
+    }
+
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        params: rope::Params,
+    ) -> FloatTensor<Self> {
+        rope::launch(x, cos, sin, params)
     }
 }
 

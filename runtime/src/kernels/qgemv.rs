@@ -1,17 +1,25 @@
-//! `qgemv`: the decode-time expert matmul, reading quantized expert records from a GPU pool.
+//! `qgemv`: the decode-time matmul, for expert pairs reading records from a GPU pool, and for
+//! linear layers of one to [`MAX_ROWS`] rows (the weight is then the only "expert").
 //!
-//! For `P` pairs (a token and one of its chosen experts), `y[p, n] = Σ_k W_{e(p)}[n, k] ·
+//! For `P` pairs (a token and one of its chosen experts), `r_p[n] = Σ_k W_{e(p)}[n, k] ·
 //! xin(p)[k]`, where `W_e` is one matrix ([`QMatrix`]) of expert `e`'s record, found at word
-//! `table[e]` of `pool`, and `xin` is given by [`XMode`]. Pairs whose expert is not in this
-//! pool (`table[e] = -1`) keep their rows of `y`: the caller dispatches once per pool over one
-//! zeroed `y`. Weights are dequantised in registers (shaders/qblock.wgsl), never into a
-//! full-precision copy.
+//! `table[e]` of `pool`, and `xin` is given by [`XMode`]. [`qgemv`] writes `y[p] = r_p`; pairs
+//! whose expert is not in this pool (`table[e] = -1`) keep their rows of `y`, so the caller
+//! dispatches once per pool over one `y`. [`qgemv_combine`] writes the router-weighted sum of
+//! each token's pairs instead (the MoE combine fused into the down projection). Weights are
+//! dequantised in registers (shaders/qblock.wgsl), never into a full-precision copy.
+//!
+//! Decode reads every weight once per token, so this kernel is bound by memory bandwidth: it
+//! reads 16-byte vectors where rows are 16-byte aligned, and reduces with subgroup operations
+//! where the adapter has them (with a workgroup-memory tree as the portable fallback).
 //!
 //! The reference decodes the record bytes on the host ([`ExpertLayout`]'s format, through
 //! [`quant::dequantize`]) and multiplies with Burn ops; it reads the used records back, so it
 //! serves tests and the CPU path only.
 //!
 //! [`ExpertLayout`]: crate::experts::ExpertLayout
+
+use std::sync::Mutex;
 
 use burn::backend::Dispatch;
 use burn::backend::wgpu::CubeTensor;
@@ -22,6 +30,10 @@ use super::{Kernels, float, uses_wgsl};
 use crate::error::KernelError;
 use crate::experts::QMatrix;
 use crate::weights::{StoredDType, quant};
+
+/// Up to this many rows of a linear layer take `qgemv` (one pass over the weight per row, the
+/// decode case); more take a tiled matmul.
+pub const MAX_ROWS: usize = 8;
 
 /// How the input row `xin(p)` of output row `p` is read from `x`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,17 +58,33 @@ pub struct Params {
     pub row_bytes: u32,
     pub offset_words: u32,
     pub experts: u32,
+    /// Pairs summed into one output row (1: no combine).
+    pub group: u32,
+    /// Whether the combine adds to `y` (a later pool) instead of overwriting it.
+    pub accumulate: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
 }
 
-/// The compiled variant of `qgemv` and `qgemm`: the block format and the input mode. The one
-/// place that turns them into the `{{ format }}` and `{{ swiglu }}` values of qblock.wgsl.
+/// The compiled variant of `qgemv` and `qgemm`: the block format, the input mode and how `x`
+/// and the pool are read. The one place that turns them into the `{{ format }}`, `{{ swiglu }}`
+/// and accessor values of qblock.wgsl.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Variant {
     pub dtype: StoredDType,
     pub swiglu: bool,
+    /// `x` bound as `vec4<f32>` (every row start and `K` a multiple of 4).
+    pub vec_x: bool,
+    /// The pool bound as `vec4<u32>` (float formats whose rows and records are 16-byte aligned).
+    pub vec_pool: bool,
 }
 
 impl Variant {
+    /// Scalar reads: valid for every shape the kernels accept.
+    pub fn scalar(dtype: StoredDType, swiglu: bool) -> Self {
+        Self { dtype, swiglu, vec_x: false, vec_pool: false }
+    }
+
     pub(super) fn apply(self, kernel: Wgsl) -> Wgsl {
         let format = match self.dtype {
             StoredDType::F32 => 0,
@@ -65,14 +93,73 @@ impl Variant {
             StoredDType::Q4_1 => 3,
             other => unreachable!("{} is rejected by check_matrix", other.name()),
         };
-        kernel.with("format", format).with("swiglu", self.swiglu)
+        // A dynamically indexed component of a vector in memory is a plain 4-byte load.
+        let (x_elem, x_access) = if self.vec_x {
+            ("vec4<f32>", "fn x_one(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }\nfn x_four(i: u32) -> vec4<f32> { return x[i >> 2u]; }")
+        } else {
+            ("f32", "fn x_one(i: u32) -> f32 { return x[i]; }\nfn x_four(i: u32) -> vec4<f32> { return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]); }")
+        };
+        let (pool_elem, pool_access) = if self.vec_pool {
+            ("vec4<u32>", "fn pool_word(i: u32) -> u32 { return pool[i >> 2u][i & 3u]; }\nfn pool_quad(i: u32) -> vec4<u32> { return pool[i >> 2u]; }")
+        } else {
+            ("u32", "fn pool_word(i: u32) -> u32 { return pool[i]; }\nfn pool_quad(i: u32) -> vec4<u32> { return vec4<u32>(pool[i], pool[i + 1u], pool[i + 2u], pool[i + 3u]); }")
+        };
+        kernel
+            .with("format", format)
+            .with("swiglu", self.swiglu)
+            .with("x_elem", x_elem)
+            .with("x_access", x_access)
+            .with("pool_elem", pool_elem)
+            .with("pool_access", pool_access)
     }
 }
 
-const WORKGROUP: u32 = 128;
+/// Launch options of the decode kernel beyond the data variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Launch {
+    /// Threads per workgroup (a power of two, 32 to 256).
+    pub workgroup: u32,
+    /// Reduce with subgroup operations (the adapter must have them).
+    pub subgroups: bool,
+}
+
+/// What the kernel does with each output value `r` before writing it (fused into the matmul
+/// so that decode makes one launch and one pass where it would make three).
+#[derive(Debug, Clone)]
+pub enum Epilogue {
+    /// `y = r`.
+    None,
+    /// `y[t] (+)= Σ_j weights[t, j] · r_{t·G + j}` for `weights` `[T, G]`: the MoE combine.
+    Combine(Tensor<2>),
+    /// `y = silu(r)`.
+    Silu,
+    /// `y = sigmoid(r) ⊙ o` for `o` shaped as `y`: an output gate.
+    Gate(Tensor<2>),
+}
+
+impl Epilogue {
+    fn code(&self) -> u32 {
+        match self {
+            Epilogue::None => 0,
+            Epilogue::Combine(_) => 1,
+            Epilogue::Silu => 2,
+            Epilogue::Gate(_) => 3,
+        }
+    }
+}
+
+/// The default workgroup size.
+pub const WORKGROUP: u32 = 128;
 /// Output rows per workgroup (fixed in the shader): each input unit read serves this many
 /// weight rows.
 const ROWS: u32 = 8;
+
+/// Where the weights are: a pool of records (words), or a float matrix of a linear layer.
+#[derive(Debug, Clone, Copy)]
+pub enum Pool<'a> {
+    Words(&'a Tensor<1, Int>),
+    Float(&'a Tensor<2>),
+}
 
 /// Checks a matrix the kernels can read; returns its row bytes.
 pub(super) fn check_matrix(kernel: &'static str, m: &QMatrix) -> Result<u32, KernelError> {
@@ -108,7 +195,8 @@ pub(super) fn check_x(x: &Tensor<2>, mode: XMode, k: usize) -> Option<(usize, u3
 /// - `x`: `[P / per, K]` for `XMode::Rows { per }` (`P` a multiple of `per`), `[P, 2K]` for
 ///   `XMode::SwiGlu`; `ids`: `[P]` expert ids; `table`: `[E]` record word offsets in `pool`
 ///   (`-1` for experts elsewhere); `pool`: `[words]` (any 4-byte Int dtype);
-/// - `y`: `[P, N]`, returned with the rows of this pool's pairs replaced;
+/// - `y`: `[P, N]`, returned with the rows of this pool's pairs replaced; `None` starts from
+///   an uninitialised `y` (every pair's expert must then be in some pool the caller runs);
 /// - `m`: `[N, K]` (`m.rows`, `m.cols`) at byte `m.offset` of each record.
 ///
 /// Every record addressed by `table` must lie inside `pool`; this is not checked (it would need
@@ -118,26 +206,162 @@ pub fn qgemv(
     ids: Tensor<1, Int>,
     table: &Tensor<1, Int>,
     pool: &Tensor<1, Int>,
-    y: Tensor<2>,
+    y: Option<Tensor<2>>,
     m: QMatrix,
     mode: XMode,
+) -> Result<Tensor<2>, KernelError> {
+    run(x, ids, table, Pool::Words(pool), y, Epilogue::None, m, mode, None)
+}
+
+/// [`qgemv`] with the MoE combine fused in: `y[t] (+)= Σ_j weights[t, j] · r_{t·G + j}` for
+/// the `G` pairs of each token.
+///
+/// # Shapes
+/// As [`qgemv`], with `weights`: `[T, G]` (`P = T·G`) and `y`: `[T, N]`, added to when given
+/// (a later pool) and written whole when `None` (pairs of experts absent from this pool add 0).
+#[allow(clippy::too_many_arguments)]
+pub fn qgemv_combine(
+    x: Tensor<2>,
+    ids: Tensor<1, Int>,
+    table: &Tensor<1, Int>,
+    pool: &Tensor<1, Int>,
+    weights: Tensor<2>,
+    y: Option<Tensor<2>>,
+    m: QMatrix,
+    mode: XMode,
+) -> Result<Tensor<2>, KernelError> {
+    run(x, ids, table, Pool::Words(pool), y, Epilogue::Combine(weights), m, mode, None)
+}
+
+/// `y = xin Wᵀ` for a float linear weight `w` (`[N, K]`, f32 or f16) and up to [`MAX_ROWS`]
+/// rows of `x` (`[T, K]`, or `[T, 2K]` for [`XMode::SwiGlu`]), through the decode kernel (a
+/// one-entry table at word 0), with `epilogue` (not [`Epilogue::Combine`]) applied to each
+/// output.
+pub fn gemv_float(x: Tensor<2>, w: &Tensor<2>, mode: XMode, epilogue: Epilogue) -> Result<Tensor<2>, KernelError> {
+    let [n, k] = w.dims();
+    let dtype = match w.dtype() {
+        DType::F32 => StoredDType::F32,
+        DType::F16 => StoredDType::F16,
+        other => {
+            return Err(KernelError::Shape { kernel: "qgemv", reason: format!("{other:?} weights") });
+        }
+    };
+    let t = x.dims()[0];
+    if !uses_wgsl(&x.device()) {
+        return Ok(apply(xin(x, mode, k).matmul(w.clone().transpose()), epilogue));
+    }
+    let (ids, table) = single(t, &x.device())?;
+    let m = QMatrix { dtype, rows: n, cols: k, offset: 0 };
+    run(x, ids, &table, Pool::Float(w), None, epilogue, m, mode, None)
+}
+
+/// `xin Wᵀ` for a linear weight stored as blocks at word 0 of `words`, up to [`MAX_ROWS`]
+/// rows, with `epilogue` (not [`Epilogue::Combine`]) applied to each output.
+pub fn gemv_words(
+    x: Tensor<2>,
+    words: &Tensor<1, Int>,
+    m: QMatrix,
+    mode: XMode,
+    epilogue: Epilogue,
+) -> Result<Tensor<2>, KernelError> {
+    let t = x.dims()[0];
+    let (ids, table) = single(t, &x.device())?;
+    run(x, ids, &table, Pool::Words(words), None, epilogue, m, mode, None)
+}
+
+/// An elementwise epilogue in plain Burn ops (the reference, and the path for many rows).
+pub fn apply(y: Tensor<2>, epilogue: Epilogue) -> Tensor<2> {
+    match epilogue {
+        Epilogue::None => y,
+        Epilogue::Silu => silu(y),
+        Epilogue::Gate(o) => burn::tensor::activation::sigmoid(y) * o,
+        Epilogue::Combine(_) => unreachable!("a combine sums pairs: see reference"),
+    }
+}
+
+/// Ids `[t]` and a table `[1]` of zeros for a linear layer (every row reads "expert" 0 at word
+/// 0), made once per device and shared: two uploads per call would cost more than the kernel.
+/// One tensor per row count: a view of a longer one would be copied (a slice whose end is not
+/// on the allocator's alignment is materialised).
+fn single(t: usize, device: &Device) -> Result<(Tensor<1, Int>, Tensor<1, Int>), KernelError> {
+    type Zeros = (Device, Vec<Tensor<1, Int>>);
+    static ZEROS: Mutex<Vec<Zeros>> = Mutex::new(Vec::new());
+    if t == 0 || t > MAX_ROWS {
+        return Err(KernelError::Shape { kernel: "qgemv", reason: format!("{t} rows (1 to {MAX_ROWS})") });
+    }
+    let mut zeros = ZEROS.lock().expect("qgemv constants");
+    let i = match zeros.iter().position(|(d, ..)| d == device) {
+        Some(i) => i,
+        None => {
+            let z = |n: usize| Tensor::<1, Int>::from_data(TensorData::new(vec![0i32; n], [n]), device);
+            // Ids of 1..=MAX_ROWS rows, then the one-entry table.
+            zeros.push((device.clone(), (1..=MAX_ROWS).chain([1]).map(z).collect()));
+            zeros.len() - 1
+        }
+    };
+    let (_, z) = &zeros[i];
+    Ok((z[t - 1].clone(), z[MAX_ROWS].clone()))
+}
+
+/// The one entry point behind [`qgemv`], [`qgemv_combine`] and the linear forms. `launch`
+/// overrides the workgroup size and reduction (benchmarks and tests).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    x: Tensor<2>,
+    ids: Tensor<1, Int>,
+    table: &Tensor<1, Int>,
+    pool: Pool<'_>,
+    y: Option<Tensor<2>>,
+    epilogue: Epilogue,
+    m: QMatrix,
+    mode: XMode,
+    launch: Option<Launch>,
 ) -> Result<Tensor<2>, KernelError> {
     let err = |reason: String| KernelError::Shape { kernel: "qgemv", reason };
     let row_bytes = check_matrix("qgemv", &m)?;
     let [pairs] = ids.dims();
     let [experts] = table.dims();
-    let shapes = || format!("x {:?}, ids {:?}, y {:?} for {mode:?} and {m:?}", x.dims(), ids.dims(), y.dims());
+    let shapes = || format!("x {:?}, ids {:?}, y {:?} for {mode:?} and {m:?}", x.dims(), ids.dims(), y.as_ref().map(|y| y.dims()));
     let Some((x_pairs, per, x_stride)) = check_x(&x, mode, m.cols) else {
         return Err(err(shapes()));
     };
-    if x_pairs != pairs || y.dims() != [pairs, m.rows] || experts == 0 {
+    let group = match &epilogue {
+        Epilogue::Combine(w) => {
+            let [t, g] = w.dims();
+            if g == 0 || t * g != pairs {
+                return Err(err(format!("weights {:?} for {pairs} pairs", w.dims())));
+            }
+            g
+        }
+        _ => 1,
+    };
+    let outs = pairs / group;
+    if x_pairs != pairs || y.as_ref().is_some_and(|y| y.dims() != [outs, m.rows]) || experts == 0 {
         return Err(err(shapes()));
     }
-    if pairs == 0 {
-        return Ok(y);
+    if let Epilogue::Gate(o) = &epilogue
+        && o.dims() != [pairs, m.rows]
+    {
+        return Err(err(format!("gate values {:?} for {pairs} rows of {}", o.dims(), m.rows)));
     }
-    if !uses_wgsl(&x.device()) {
-        return Ok(reference(x, ids, table, pool, y, m, mode));
+    if y.is_some() && matches!(epilogue, Epilogue::Silu | Epilogue::Gate(_)) {
+        return Err(err("an elementwise epilogue writes a fresh y".into()));
+    }
+    if let Pool::Float(w) = pool
+        && (w.dims() != [m.rows, m.cols] || m.offset != 0 || experts != 1)
+    {
+        return Err(err(format!("a float weight {:?} for {m:?} and {experts} experts", w.dims())));
+    }
+    let device = x.device();
+    let accumulate = y.is_some();
+    if pairs == 0 {
+        return Ok(y.unwrap_or_else(|| Tensor::zeros([0, m.rows], &device)));
+    }
+    if !uses_wgsl(&device) {
+        let Pool::Words(pool) = pool else {
+            return Err(err("float weights take gemv_float on the CPU".into()));
+        };
+        return Ok(reference(x, ids, table, pool, y, epilogue, m, mode));
     }
     let p = Params {
         pairs: pairs as u32,
@@ -148,17 +372,31 @@ pub fn qgemv(
         row_bytes,
         offset_words: (m.offset / 4) as u32,
         experts: experts as u32,
+        group: group as u32,
+        accumulate: accumulate as u32,
+        _pad0: 0,
+        _pad1: 0,
     };
-    let variant = Variant { dtype: m.dtype, swiglu: mode == XMode::SwiGlu };
-    let y = Dispatch::qgemv(
-        x.into_dispatch(),
-        ids.cast(IntDType::I32).into_dispatch(),
-        table.clone().cast(IntDType::I32).into_dispatch(),
-        words(pool).into_dispatch(),
-        y.into_dispatch(),
-        p,
-        variant,
-    );
+    // 16-byte reads need 16-byte aligned rows. Records start on 256-byte slots (experts) or at
+    // word 0 (linear layers), and matrices 16 bytes into a record.
+    let vec_x = x_stride.is_multiple_of(4) && m.cols.is_multiple_of(4);
+    let vec_pool = !m.dtype.is_quantized() && row_bytes.is_multiple_of(16) && m.offset.is_multiple_of(16);
+    let variant = Variant { dtype: m.dtype, swiglu: mode == XMode::SwiGlu, vec_x, vec_pool };
+    let launch = launch.unwrap_or(Launch { workgroup: WORKGROUP, subgroups: crate::device::has_subgroups() });
+    let code = epilogue.code();
+    let y = y.unwrap_or_else(|| Tensor::empty([outs, m.rows], &device));
+    let aux = match epilogue {
+        Epilogue::Combine(w) => w.reshape([pairs]),
+        Epilogue::Gate(o) => o.reshape([pairs * m.rows]),
+        Epilogue::None | Epilogue::Silu => Tensor::empty([1], &device),
+    };
+    let ids = ids.cast(IntDType::I32).into_dispatch();
+    let table = table.clone().cast(IntDType::I32).into_dispatch();
+    let (x, y, aux) = (x.into_dispatch(), y.into_dispatch(), aux.into_dispatch());
+    let y = match pool {
+        Pool::Words(pool) => Dispatch::qgemv(x, ids, table, words(pool).into_dispatch(), y, aux, p, variant, launch, code),
+        Pool::Float(w) => Dispatch::qgemv_float(x, ids, table, w.clone().into_dispatch(), y, aux, p, variant, launch, code),
+    };
     Ok(float(y))
 }
 
@@ -196,21 +434,29 @@ fn host_ints(t: Tensor<1, Int>) -> Vec<i64> {
     t.into_data().convert::<i64>().try_to_vec::<i64>().expect("converted to i64")
 }
 
-/// The reference in plain Burn ops over host-decoded weights (also the CPU path).
+/// The reference in plain Burn ops over host-decoded weights (also the CPU path): the pairs'
+/// rows into `y` (zeros when `None`), then the epilogue (for a combine, the weighted sum per
+/// token, added to `y` when given).
+#[allow(clippy::too_many_arguments)]
 pub fn reference(
     x: Tensor<2>,
     ids: Tensor<1, Int>,
     table: &Tensor<1, Int>,
     pool: &Tensor<1, Int>,
-    y: Tensor<2>,
+    y: Option<Tensor<2>>,
+    epilogue: Epilogue,
     m: QMatrix,
     mode: XMode,
 ) -> Tensor<2> {
     let device = x.device();
     let xin = xin(x, mode, m.cols);
+    let pairs = xin.dims()[0];
     let ids = host_ints(ids);
     let table = host_ints(table.clone());
-    let mut y = y;
+    let mut rows = match (&epilogue, &y) {
+        (Epilogue::Combine(_), _) | (_, None) => Tensor::zeros([pairs, m.rows], &device),
+        (_, Some(y)) => y.clone(),
+    };
     let mut experts: Vec<i64> = ids.clone();
     experts.sort_unstable();
     experts.dedup();
@@ -224,24 +470,78 @@ pub fn reference(
         let w = host_matrix(pool, record as u32 as usize, &m, &device);
         for (pair, _) in ids.iter().enumerate().filter(|(_, i)| **i == e) {
             let row = xin.clone().narrow(0, pair, 1).matmul(w.clone().transpose());
-            y = y.slice_assign([pair..pair + 1, 0..m.rows], row);
+            rows = rows.slice_assign([pair..pair + 1, 0..m.rows], row);
         }
     }
-    y
+    let Epilogue::Combine(weights) = epilogue else { return apply(rows, epilogue) };
+    let [t, g] = weights.dims();
+    let sum = (rows.reshape([t, g, m.rows]) * weights.reshape([t, g, 1])).sum_dim(1).reshape([t, m.rows]);
+    match y {
+        Some(y) => y + sum,
+        None => sum,
+    }
 }
 
+/// Adds the subgroup or workgroup-memory reduction to the kernel text.
+fn reduction(kernel: Wgsl, subgroups: bool) -> Wgsl {
+    // After either: partial[0] and partial[WG] hold the workgroup's sums of acc_a and acc_b.
+    const TREE: &str = "partial[lid] = acc_a;
+    partial[WG + lid] = acc_b;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            partial[lid] += partial[lid + s];
+            partial[WG + lid] += partial[WG + lid + s];
+        }
+        workgroupBarrier();
+    }";
+    // Subgroups are consecutive invocations of a 1-D workgroup: subgroup lid / size.
+    const SUBGROUP: &str = "let sum_a = subgroupAdd(acc_a);
+    let sum_b = subgroupAdd(acc_b);
+    let groups = (WG + sg_size - 1u) / sg_size;
+    if sg_lane == 0u {
+        partial[lid / sg_size] = sum_a;
+        partial[WG + lid / sg_size] = sum_b;
+    }
+    workgroupBarrier();
+    if lid < 2u {
+        var total = vec4<f32>(0.0);
+        for (var s = 0u; s < groups; s++) {
+            total += partial[lid * WG + s];
+        }
+        partial[lid * WG] = total;
+    }
+    workgroupBarrier();";
+    if subgroups {
+        // WebGPU asks for the extension by name; naga (native) rejects the directive and takes
+        // subgroup operations from the device's features instead.
+        let kernel = if cfg!(target_arch = "wasm32") { kernel.enable("subgroups") } else { kernel };
+        kernel
+            .with("subgroup_builtins", "@builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32,")
+            .with("reduce", SUBGROUP)
+            .with("subgroups", true)
+    } else {
+        kernel.with("subgroup_builtins", "").with("reduce", TREE).with("subgroups", false)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) fn launch(
     x: CubeTensor,
     ids: CubeTensor,
     table: CubeTensor,
     pool: CubeTensor,
     y: CubeTensor,
+    aux: CubeTensor,
     p: Params,
     variant: Variant,
+    launch: Launch,
+    epilogue: u32,
 ) -> CubeTensor {
     assert_eq!((ids.dtype, table.dtype), (DType::I32, DType::I32), "qgemv takes i32 ids and table");
-    assert_eq!(pool.dtype.size(), 4, "qgemv reads the pool as u32 words");
-    assert_eq!(dims(&y), [p.pairs as usize, p.rows as usize]);
+    assert_eq!(pool.dtype.size() % 2, 0, "qgemv reads the pool as u32 words");
+    assert_eq!(dims(&y), [(p.pairs / p.group) as usize, p.rows as usize]);
+    assert!(launch.workgroup.is_power_of_two() && (32..=256).contains(&launch.workgroup));
     // y is written in place; a y whose buffer another tensor still references is copied first.
     let y = if y.can_mut() { y } else { y.copy() };
     let (x, xb) = bind(x);
@@ -249,122 +549,19 @@ pub(super) fn launch(
     let (_table, tb) = bind(table);
     let (_pool, pb) = bind(pool);
     let (y, yb) = bind(y);
-    let kernel = variant.apply(
-        Wgsl::new(
-            "qgemv",
-            concat!(include_str!("../../../shaders/qblock.wgsl"), include_str!("../../../shaders/qgemv.wgsl")),
-        )
-        .with("workgroup", WORKGROUP),
-    );
-    let groups = p.pairs * p.rows.div_ceil(ROWS);
-    dispatch(&x, kernel, WORKGROUP, grid(groups), vec![xb, ib, tb, pb, yb, params(&x, &p)]);
+    let (_aux, ab) = bind(aux);
+    let kernel = Wgsl::new(
+        "qgemv",
+        concat!(include_str!("../../../shaders/qblock.wgsl"), include_str!("../../../shaders/qgemv.wgsl")),
+    )
+    .with("workgroup", launch.workgroup)
+    .with("epilogue", epilogue);
+    let kernel = reduction(variant.apply(kernel), launch.subgroups);
+    let groups = (p.pairs / p.group) * p.rows.div_ceil(ROWS);
+    dispatch(&x, kernel, launch.workgroup, grid(groups), vec![xb, ib, tb, pb, yb, ab, params(&x, &p)]);
     y
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-    use crate::kernels::testing::{check, diff, expert_pool, gpu, ints, random, wgsl_fields};
-
-    pub const FORMATS: [StoredDType; 4] = [StoredDType::F32, StoredDType::F16, StoredDType::Q8_0, StoredDType::Q4_1];
-
-    #[test]
-    fn kernel_matches_reference() {
-        let Some(device) = gpu() else { return };
-        // Experts 0..5 at scattered slots, expert 2 in another pool.
-        let slots = [Some(3), Some(0), None, Some(1), Some(4)];
-        let ids = [4, 1, 0, 2, 3, 1];
-        for (i, dtype) in FORMATS.into_iter().enumerate() {
-            // 96 and 160 columns are 3 and 5 blocks (odd blocks shift Q8_0 rows off words);
-            // F32 and F16 rows of 44 and 42 columns end in a ragged unit of 8.
-            let mut shapes = vec![(96, 160)];
-            if dtype.is_quantized() {
-                shapes.push((160, 96));
-            } else {
-                shapes.push((44, 42));
-            }
-            for (hidden, ffn) in shapes {
-                let (layout, words, table) = expert_pool(i as u64, dtype, hidden, ffn, &slots);
-                let (pool, table) = (ints(&words, &device), ints(&table, &device));
-                // A 37-row prefix of gate_up: N is not a multiple of ROWS.
-                let g = layout.gate_up();
-                for m in [g, QMatrix { rows: 37, ..g }, layout.down()] {
-                    for (mode, p, x_rows, x_cols) in [
-                        (XMode::Rows { per: 1 }, 5, 5, m.cols),
-                        (XMode::Rows { per: 2 }, 6, 3, m.cols),
-                        (XMode::SwiGlu, 3, 3, 2 * m.cols),
-                    ] {
-                        let what = format!("{} {hidden}x{ffn} {m:?} {mode:?}", dtype.name());
-                        let x = random(7 + i as u64, [x_rows, x_cols], 1.0, &device);
-                        let pair_ids = ints(&ids[..p], &device);
-                        let y0 = random(11, [p, m.rows], 1.0, &device);
-                        let y = qgemv(x.clone(), pair_ids.clone(), &table, &pool, y0.clone(), m, mode).unwrap();
-                        let r = reference(x, pair_ids, &table, &pool, y0.clone(), m, mode);
-                        // The pair of expert 2 keeps its row exactly.
-                        if let Some(j) = ids[..p].iter().position(|&e| e == 2) {
-                            let (d, _) = diff(y.clone().narrow(0, j, 1), y0.narrow(0, j, 1));
-                            assert_eq!(d, 0.0, "{what}: a row of an absent expert changed");
-                        }
-                        check(y, r, &what);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The reference (the CPU path) against a plain loop over `ExpertLayout::decode`.
-    #[test]
-    fn reference_matches_dense_loop() {
-        let device = Device::flex();
-        let slots = [Some(1), None, Some(0)];
-        let (layout, words, table) = expert_pool(5, StoredDType::Q8_0, 64, 32, &slots);
-        let ids = [2, 0, 1];
-        let (pool, tt) = (ints(&words, &device), ints(&table, &device));
-        let x = random(6, [3, 2 * 32], 1.0, &device);
-        let y0 = Tensor::zeros([3, 64], &device);
-        let y = qgemv(x.clone(), ints(&ids, &device), &tt, &pool, y0, layout.down(), XMode::SwiGlu).unwrap();
-        let xs = x.into_data().try_to_vec::<f32>().unwrap();
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut expect = vec![0f32; 3 * 64];
-        for (p, &e) in ids.iter().enumerate() {
-            let Some(slot) = slots[e as usize] else { continue };
-            let at = slot * layout.slot_bytes();
-            let (_, down) = layout.decode(&bytes[at..at + layout.bytes()]);
-            for n in 0..64 {
-                let silu_mul = |k: usize| {
-                    let (a, b) = (xs[p * 64 + k], xs[p * 64 + 32 + k]);
-                    a / (1.0 + (-a).exp()) * b
-                };
-                expect[p * 64 + n] = (0..32).map(|k| down[n * 32 + k] * silu_mul(k)).sum();
-            }
-        }
-        check(y, Tensor::from_data(TensorData::new(expect, [3, 64]), &device), "dense loop");
-    }
-
-    #[test]
-    fn rejects_bad_shapes() {
-        let device = Device::flex();
-        let (layout, words, table) = expert_pool(1, StoredDType::Q4_1, 32, 32, &[Some(0)]);
-        let (pool, tt) = (ints(&words, &device), ints(&table, &device));
-        let ids = ints(&[0, 0], &device);
-        let y = || Tensor::<2>::zeros([2, 64], &device);
-        let g = layout.gate_up();
-        let x = random(1, [1, 32], 1.0, &device);
-        assert!(qgemv(x, ids.clone(), &tt, &pool, y(), g, XMode::Rows { per: 2 }).is_ok());
-        let x = random(1, [2, 32], 1.0, &device);
-        let bad = |m: QMatrix, mode| qgemv(x.clone(), ids.clone(), &tt, &pool, y(), m, mode).is_err();
-        assert!(bad(g, XMode::Rows { per: 2 }), "x rows for per = 2");
-        assert!(bad(g, XMode::SwiGlu), "SwiGLU needs 2K columns");
-        assert!(bad(QMatrix { cols: 48, ..g }, XMode::Rows { per: 1 }), "half a block");
-        assert!(bad(QMatrix { rows: 63, ..g }, XMode::Rows { per: 1 }), "y width");
-        assert!(bad(QMatrix { dtype: StoredDType::Q4_0, ..g }, XMode::Rows { per: 1 }), "Q4_0");
-    }
-
-    #[test]
-    fn params_mirror_wgsl() {
-        let fields = wgsl_fields(include_str!("../../../shaders/qgemv.wgsl"));
-        let names = ["pairs", "rows", "cols", "per", "x_stride", "row_bytes", "offset_words", "experts"];
-        assert_eq!(fields, names);
-        assert_eq!(size_of::<Params>(), 4 * fields.len());
-    }
-}
+#[path = "qgemv_tests.rs"]
+pub(super) mod tests;

@@ -8,7 +8,8 @@ use super::rope;
 use super::state::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Error, WeightsError};
-use crate::kernels::{attention_decode::attention_decode, attention_prefill::attention_prefill};
+use crate::kernels::rope::rope;
+use crate::kernels::{attention_decode::attention_decode_prefix, attention_prefill::attention_prefill};
 use crate::weights::{Loader, Names};
 
 #[derive(Debug, Clone)]
@@ -56,13 +57,16 @@ impl Attention {
         let [t, _] = x.dims();
         let (d, device) = (self.head_dim, x.device());
         let (cos, sin) = rope::tables(position, t, self.rotary_dim, self.theta, &device);
-        let q = rope::apply(self.q.forward(x.clone()).reshape([t, self.heads, d]), &cos, &sin);
-        let k = rope::apply(self.k.forward(x.clone()).reshape([t, self.kv_heads, d]), &cos, &sin);
+        let q = rope(self.q.forward(x.clone()).reshape([t, self.heads, d]), &cos, &sin)?;
+        let k = rope(self.k.forward(x.clone()).reshape([t, self.kv_heads, d]), &cos, &sin)?;
         let v = self.v.forward(x).reshape([t, self.kv_heads, d]);
-        let (k, v) = cache.append(k, v);
+        cache.append(k, v);
         let o = if t == 1 {
-            attention_decode(q, k, v)?
+            // The whole cache and its length: a view of the valid rows would be copied.
+            let (k, v) = cache.buffers();
+            attention_decode_prefix(q, k, v, cache.len())?
         } else {
+            let (k, v) = cache.valid();
             attention_prefill(q, k, v)?
         };
         Ok(self.o.forward(o))

@@ -6,11 +6,12 @@
 //! ([`ModelConfig::lightning_rates`]). The output is RMS-normalised over all heads
 //! (eps 1e-6), gated by `sigmoid(x W_gateᵀ)` and projected by `W_out`.
 
-use burn::tensor::{Device, Tensor, TensorData, activation};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::linear::Linear;
 use crate::config::{LIGHTNING_NORM_EPS, ModelConfig};
 use crate::error::{Error, WeightsError};
+use crate::kernels::qgemv::Epilogue;
 use crate::kernels::{lightning_decode::lightning_decode, lightning_prefill::lightning_prefill, rms_norm::rms_norm};
 use crate::weights::{Loader, Names};
 
@@ -44,14 +45,15 @@ impl LightningAttention {
     /// One token takes the fused recurrent kernel; more take the blocked one with `block`.
     pub fn forward(&self, x: Tensor<2>, state: Tensor<3>, block: usize) -> Result<(Tensor<2>, Tensor<3>), Error> {
         let t = x.dims()[0];
-        let qkv = activation::silu(self.qkv.forward(x.clone()));
+        // SiLU and the sigmoid gate run inside the projections' kernels at decode.
+        let qkv = self.qkv.forward_with(x.clone(), Epilogue::Silu);
         let (o, state) = if t == 1 {
             lightning_decode(qkv, state, &self.rates)?
         } else {
             lightning_prefill(qkv, state, &self.rates, block)?
         };
         let (_, o) = rms_norm(o, None, &self.norm, LIGHTNING_NORM_EPS)?;
-        let o = activation::sigmoid(self.gate.forward(x)) * o;
+        let o = self.gate.forward_with(x, Epilogue::Gate(o));
         Ok((self.out.forward(o), state))
     }
 }

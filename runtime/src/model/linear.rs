@@ -1,6 +1,7 @@
 //! A linear layer `y = x Wᵀ (+ b)` whose weight is stored narrower than the f32 activations:
 //!
-//! - **Float**: f32, or f16 on GPUs with shader-f16, multiplied by Burn's matmul.
+//! - **Float**: f32, or f16 on GPUs with shader-f16. Up to [`MAX_ROWS`] rows (decode) go through
+//!   the bandwidth-bound `qgemv` kernel on a wgpu device; more rows through Burn's matmul.
 //! - **Quantized**: ggml Q8_0 or Q4_1 blocks on a wgpu device, multiplied by the same kernels
 //!   as the experts (`qgemv` for a few rows, `qgemm` for more), dequantizing in registers.
 //!   On the CPU backend a quantized checkpoint is dequantized once at load into Float.
@@ -14,13 +15,10 @@ use burn::tensor::{DType, Int, Tensor};
 use crate::error::{Error, WeightsError};
 use crate::experts::QMatrix;
 use crate::kernels::qgemm::qgemm;
-use crate::kernels::qgemv::{XMode, qgemv};
+pub use crate::kernels::qgemv::MAX_ROWS;
+use crate::kernels::qgemv::{Epilogue, XMode, apply, gemv_float, gemv_words};
 use crate::kernels::uses_wgsl;
 use crate::weights::Loader;
-
-/// Up to this many rows take `qgemv` (one pass over the weight per row, the decode case);
-/// more take `qgemm`'s tiles.
-pub const QGEMV_MAX_ROWS: usize = 8;
 
 /// One row block of a quantized weight: its blocks as words, and its geometry.
 #[derive(Debug, Clone)]
@@ -92,23 +90,73 @@ impl Linear {
     /// # Shapes
     /// `x`: `[T, in]` f32 → `[T, out]` f32.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let mut ys = match &self.weight {
+        self.forward_with(x, Epilogue::None)
+    }
+
+    /// `epilogue(x Wᵀ + b)` (not [`Epilogue::Combine`]). On a GPU, up to [`MAX_ROWS`] rows of
+    /// a weight in one piece without bias run the epilogue inside the matmul kernel.
+    ///
+    /// # Shapes
+    /// `x`: `[T, in]` f32 → `[T, out]` f32 (a gate's values `[T, out]`).
+    pub fn forward_with(&self, x: Tensor<2>, epilogue: Epilogue) -> Tensor<2> {
+        let few = x.dims()[0] <= MAX_ROWS && uses_wgsl(&x.device());
+        let pieces = match &self.weight {
+            Weight::Float(parts) => parts.len(),
+            Weight::Quant(blocks) => blocks.len(),
+        };
+        let (fused, after) = if few && pieces == 1 && self.bias.is_none() {
+            (epilogue, Epilogue::None)
+        } else {
+            (Epilogue::None, epilogue)
+        };
+        let mut ys: Vec<Tensor<2>> = match &self.weight {
+            // Decode: a bandwidth-bound pass over each weight, never a general matmul.
+            Weight::Float(parts) if few && parts.iter().all(gemv_reads) => parts
+                .iter()
+                .map(|w| gemv_float(x.clone(), w, XMode::Rows { per: 1 }, fused.clone()).expect("float weights are checked at load"))
+                .collect(),
             Weight::Float(parts) => {
                 let dtype = parts[0].dtype();
                 let x = if dtype == DType::F32 { x } else { x.cast(dtype) };
                 let ys = parts.iter().map(|w| x.clone().matmul(w.clone().transpose()));
-                ys.map(|y| if dtype == DType::F32 { y } else { y.cast(DType::F32) }).collect::<Vec<_>>()
+                let ys = ys.map(|y| if dtype == DType::F32 { y } else { y.cast(DType::F32) }).collect::<Vec<_>>();
+                // Only many rows get here, and those take no fused epilogue.
+                debug_assert!(matches!(fused, Epilogue::None) || !few);
+                ys.into_iter().map(|y| apply(y, fused.clone())).collect()
             }
             Weight::Quant(blocks) => blocks
                 .iter()
-                .map(|b| quant_forward(x.clone(), b).expect("quantized weights are checked at load"))
+                .map(|b| quant_forward(x.clone(), b, fused.clone()).expect("quantized weights are checked at load"))
                 .collect(),
         };
         let y = if ys.len() == 1 { ys.pop().unwrap() } else { Tensor::cat(ys, 1) };
-        match &self.bias {
+        let y = match &self.bias {
             Some(b) => y + b.clone().unsqueeze_dim::<2>(0),
             None => y,
+        };
+        apply(y, after)
+    }
+
+    /// `a Wᵀ` with `a = silu(h[:, ..F]) ⊙ h[:, F..]`, the SwiGLU of a gate_up output `h`
+    /// (`[T, 2F]`, this weight `[out, F]`). On a GPU, few rows of a weight in one piece read the
+    /// activation straight from `h` inside the matmul kernel.
+    pub fn forward_swiglu(&self, h: Tensor<2>) -> Tensor<2> {
+        let [t, width] = h.dims();
+        let f = width / 2;
+        let mode = XMode::SwiGlu;
+        if t <= MAX_ROWS && uses_wgsl(&h.device()) && self.bias.is_none() {
+            match &self.weight {
+                Weight::Float(parts) if parts.len() == 1 && gemv_reads(&parts[0]) => {
+                    return gemv_float(h, &parts[0], mode, Epilogue::None).expect("float weights are checked at load");
+                }
+                Weight::Quant(blocks) if blocks.len() == 1 => {
+                    let b = &blocks[0];
+                    return gemv_words(h, &b.words, b.matrix, mode, Epilogue::None).expect("quantized weights are checked at load");
+                }
+                _ => {}
+            }
         }
+        self.forward(burn::tensor::activation::silu(h.clone().narrow(1, 0, f)) * h.narrow(1, f, f))
     }
 
     pub fn out_features(&self) -> usize {
@@ -135,19 +183,23 @@ impl Linear {
     }
 }
 
-/// `x Wᵀ` for one quantized row block: the expert kernels with a one-entry table (the block
-/// is the only "expert", at word 0) and every row routed to it.
-fn quant_forward(x: Tensor<2>, block: &QuantBlock) -> Result<Tensor<2>, Error> {
-    let [t, _] = x.dims();
-    let device = x.device();
-    let mode = XMode::Rows { per: 1 };
-    if t > QGEMV_MAX_ROWS {
-        return Ok(qgemm(x, &block.words, 0, block.matrix, mode)?);
+/// Whether the decode kernel reads a float weight (f32, or f16 rows of whole words).
+fn gemv_reads(w: &Tensor<2>) -> bool {
+    match w.dtype() {
+        DType::F32 => true,
+        DType::F16 => w.dims()[1].is_multiple_of(2),
+        _ => false,
     }
-    let ids = Tensor::<1, Int>::zeros([t], &device);
-    let table = Tensor::<1, Int>::zeros([1], &device);
-    let y = Tensor::zeros([t, block.matrix.rows], &device);
-    Ok(qgemv(x, ids, &table, &block.words, y, block.matrix, mode)?)
+}
+
+/// `epilogue(x Wᵀ)` for one quantized row block: the expert kernels with a one-entry table
+/// (the block is the only "expert", at word 0) and every row routed to it.
+fn quant_forward(x: Tensor<2>, block: &QuantBlock, epilogue: Epilogue) -> Result<Tensor<2>, Error> {
+    let [t, _] = x.dims();
+    if t > MAX_ROWS {
+        return Ok(apply(qgemm(x, &block.words, 0, block.matrix, XMode::Rows { per: 1 })?, epilogue));
+    }
+    Ok(gemv_words(x, &block.words, block.matrix, XMode::Rows { per: 1 }, epilogue)?)
 }
 
 #[cfg(test)]
@@ -159,7 +211,7 @@ mod tests {
     use burn::tensor::{Distribution, TensorData};
 
     /// A quantized Linear on the GPU against the f32 matmul of its decoded blocks, for row
-    /// counts on both sides of [`QGEMV_MAX_ROWS`] and odd shapes.
+    /// counts on both sides of [`MAX_ROWS`] and odd shapes.
     #[test]
     fn quantized_forward_matches_decoded_matmul() {
         let Some(device) = crate::device::test_gpu() else {

@@ -18,7 +18,9 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Ffn, ModelConfig, NormPlacement};
-use crate::experts::{ExpertCache, ExpertSource};
+use crate::experts::store_source::StoreExperts;
+use crate::experts::synthetic::SyntheticExperts;
+use crate::experts::{ExpertCache, ExpertLayout, ExpertSource};
 use crate::error::{Error, RuntimeError, WeightsError};
 use crate::kernels::{rms_norm::rms_norm, uses_wgsl};
 use crate::weights::{Loader, Names, StoredDType, WeightSource};
@@ -89,6 +91,39 @@ pub struct StreamedExperts {
     pub prefetch: bool,
 }
 
+/// A checkpoint's experts as records in one GPU pool per layer (or a few), all resident, when
+/// the model runs on a GPU: decode then routes on the device with no host read-back (see
+/// [`crate::experts::store_source`]). `None` on the CPU backend, for models without experts,
+/// for experts stored as blocks (a GGUF's, which are used as stored), and where one expert's
+/// record would not fit a storage binding (the experts' matrices are then split into row
+/// blocks instead).
+fn resident_experts(
+    config: &ModelConfig,
+    source: &WeightSource,
+    device: &Device,
+    matrices: Matrices,
+    max_binding_bytes: Option<u64>,
+) -> Result<Option<StreamedExperts>, Error> {
+    let (Ffn::Moe(moe), true) = (&config.ffn, uses_wgsl(device)) else {
+        return Ok(None);
+    };
+    let Ok(layout) = ExpertLayout::new(matrices.linear(), config.hidden_size, moe.intermediate_size) else {
+        return Ok(None);
+    };
+    if layout.slot_bytes() as u64 > max_binding_bytes.unwrap_or(u64::MAX).min(1 << 31) {
+        return Ok(None);
+    }
+    let source: Arc<dyn ExpertSource> = match source {
+        WeightSource::Files(store) => match StoreExperts::new(store.clone(), layout, config.num_layers(), moe.num_experts)? {
+            Some(experts) => Arc::new(experts),
+            None => return Ok(None),
+        },
+        // Synthetic benchmark models: random records (a few distinct ones, shared).
+        WeightSource::Random { std } => Arc::new(SyntheticExperts::new(layout, moe.num_experts, 16, *std as f32)),
+    };
+    Ok(Some(StreamedExperts { source, budget_bytes: u64::MAX, prefetch: false }))
+}
+
 /// Lightning prefill block of the WGSL kernel (fits WebGPU's 16 KiB workgroup memory for
 /// head dims up to 128).
 pub const GPU_LIGHTNING_BLOCK: usize = 16;
@@ -120,6 +155,10 @@ impl Model {
         let n = Names;
         let (v, c) = (config.vocab_size, config.hidden_size);
         let _span = tracing::info_span!("load", layers = config.num_layers()).entered();
+        let streamed = match streamed {
+            Some(s) => Some(s),
+            None => resident_experts(&config, source, device, matrices, max_binding_bytes)?,
+        };
         let embed = Linear::load_float(&loader, &n.embed(), v, c)?;
         let layers = (0..config.num_layers())
             .map(|i| Layer::load(&config, i, &loader, device, streamed.is_some()))
@@ -218,7 +257,7 @@ impl Model {
             }
             start += n;
         }
-        let mut x = Tensor::cat(rows, 0);
+        let mut x = if rows.len() == 1 { rows.pop().expect("one part") } else { Tensor::cat(rows, 0) };
         if self.embed.float_parts().is_some_and(|p| p.len() > 1) {
             // Row r of `x` belongs to token order[r]; invert that permutation.
             let mut inverse = vec![0i64; order.len()];

@@ -4,8 +4,12 @@
 //! Tokens are grouped by expert on the device (`moe_gather`), each expert multiplies one
 //! contiguous block, and `moe_scatter` adds the weighted results back in token order. The
 //! expert boundaries (E + 1 integers) are the only host read-back.
+//!
+//! This executor serves the CPU backend and experts stored as blocks (a GGUF's). On a GPU a
+//! checkpoint's float experts are encoded into resident pools at load instead and run by
+//! [`super::moe_streamed`], whose decode needs no read-back.
 
-use burn::tensor::{Int, Tensor, activation};
+use burn::tensor::{Int, Tensor};
 
 use super::linear::Linear;
 use super::moe_streamed::Streamed;
@@ -47,10 +51,7 @@ impl Expert {
     /// # Shapes
     /// `x`: `[N, C]` → `[N, C]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let h = self.gate_up.forward(x);
-        let f = h.dims()[1] / 2;
-        let a = activation::silu(h.clone().narrow(1, 0, f)) * h.narrow(1, f, f);
-        self.down.forward(a)
+        self.down.forward_swiglu(self.gate_up.forward(x))
     }
 }
 

@@ -3,7 +3,9 @@
 //!
 //! - **Few tokens** (decode): one `qgemv` per pool computes gate_up for every (token, expert)
 //!   pair straight from the router's ids on the device, a second one down with the SwiGLU
-//!   fused into its input, and the pairs are summed with the router weights. When every
+//!   fused into its input and the router-weighted sum of each token's pairs into its output.
+//!   A checkpoint's experts on a GPU live in such pools too, all resident
+//!   ([`crate::experts::store_source`]), so every load path decodes this way. When every
 //!   expert is resident this path has no host read-back at all. When streaming, the ids are
 //!   read back first (a few integers) so that misses can be loaded, together with the
 //!   prediction for the next MoE layer: its router applied to this layer's input.
@@ -23,7 +25,7 @@ use crate::error::Error;
 use crate::experts::ExpertCache;
 use crate::kernels::moe_route::moe_route;
 use crate::kernels::qgemm::qgemm;
-use crate::kernels::qgemv::{XMode, qgemv};
+use crate::kernels::qgemv::{XMode, qgemv, qgemv_combine};
 use crate::kernels::uses_wgsl;
 
 /// Up to this many (token, expert) pairs take the per-pair `qgemv` path.
@@ -92,11 +94,13 @@ impl Streamed<'_> {
         self.grouped(x, ids, weights).await
     }
 
-    /// The per-pair path (all needed experts resident).
+    /// The per-pair path (all needed experts resident): gate_up for every pair, then down with
+    /// the router-weighted sum of each token's pairs fused in. Every pair's expert is in one of
+    /// the pools, so neither output needs zeroing: each pool's dispatch writes its pairs' rows
+    /// (gate_up) or adds its share (down).
     fn pairs(&self, x: Tensor<2>, ids: Tensor<2, Int>, weights: Tensor<2>) -> Result<Tensor<2>, Error> {
-        let [t, c] = x.dims();
+        let [t, _] = x.dims();
         let k = self.top_k;
-        let p = t * k;
         let mut cache = self.cache.lock().expect("cache lock");
         let layout = cache.layout();
         let tables: Vec<_> = cache
@@ -105,18 +109,17 @@ impl Streamed<'_> {
             .map(|(pool, table)| (cache.pools()[pool].words.clone(), table))
             .collect();
         drop(cache);
-        let ids = ids.reshape([p]);
-        let device = x.device();
-        let mut h = Tensor::zeros([p, 2 * layout.ffn], &device);
+        let ids = ids.reshape([t * k]);
+        let mut h = None;
         for (pool, table) in &tables {
-            h = qgemv(x.clone(), ids.clone(), table, pool, h, layout.gate_up(), XMode::Rows { per: k as u32 })?;
+            h = Some(qgemv(x.clone(), ids.clone(), table, pool, h, layout.gate_up(), XMode::Rows { per: k as u32 })?);
         }
-        let mut y = Tensor::zeros([p, c], &device);
+        let h = h.expect("a layer's resident experts are in at least one pool");
+        let mut y = None;
         for (pool, table) in &tables {
-            y = qgemv(h.clone(), ids.clone(), table, pool, y, layout.down(), XMode::SwiGlu)?;
+            y = Some(qgemv_combine(h.clone(), ids.clone(), table, pool, weights.clone(), y, layout.down(), XMode::SwiGlu)?);
         }
-        // out[t] = Σ_k w[t, k] · y[t·K + k]
-        Ok((y.reshape([t, k, c]) * weights.reshape([t, k, 1])).sum_dim(1).reshape([t, c]))
+        Ok(y.expect("at least one pool"))
     }
 
     /// The grouped path: each expert with tokens is made resident in turn.

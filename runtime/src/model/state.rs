@@ -44,9 +44,9 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Appends `T` positions and returns the valid cache `[len + T, Hkv, D]` for K and V.
-    /// Capacity doubles when full, so appends are amortised O(T).
-    pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    /// Appends `T` positions. Capacity doubles when full, so appends are amortised O(T).
+    /// [`Self::valid`] (a copy, unless the length is aligned) or [`Self::buffers`] then read it.
+    pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>) {
         let [t, h, d] = k.dims();
         let needed = self.len + t;
         let capacity = self.k.dims()[0];
@@ -66,7 +66,12 @@ impl KvCache {
         self.k.inplace(|cache| cache.slice_assign([range.clone()], k));
         self.v.inplace(|cache| cache.slice_assign([range], v));
         self.len = needed;
-        (self.k.clone().narrow(0, 0, needed), self.v.clone().narrow(0, 0, needed))
+    }
+
+    /// The whole buffers `[capacity, Hkv, D]` for K and V, of which the first [`Self::len`]
+    /// positions are valid (for kernels that take a length, without copying a view).
+    pub fn buffers(&self) -> (Tensor<3>, Tensor<3>) {
+        (self.k.clone(), self.v.clone())
     }
 }
 

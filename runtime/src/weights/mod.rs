@@ -143,7 +143,7 @@ pub trait TensorStore: Send + Sync {
 /// Where weights come from.
 pub enum WeightSource {
     /// Stored tensors: a Hugging Face checkpoint directory, or a GGUF file.
-    Files(Box<dyn TensorStore>),
+    Files(Arc<dyn TensorStore>),
     /// Random weights generated on the device: synthetic models for benchmarks.
     /// Matrices are drawn from N(0, std²); norm weights are ones.
     Random { std: f64 },
@@ -180,7 +180,7 @@ impl WeightSource {
             let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(&path))?;
             shards.push((path.display().to_string(), Arc::new(map) as ShardBytes));
         }
-        Ok(WeightSource::Files(Box::new(SafetensorsSet::from_shards(shards)?)))
+        Ok(WeightSource::Files(Arc::new(SafetensorsSet::from_shards(shards)?)))
     }
 
     /// Total bytes of the stored tensors (0 for random weights).

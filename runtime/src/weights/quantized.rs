@@ -121,7 +121,7 @@ fn pieces<'a>(parts: &[(&'a str, usize)], start: usize, rows: usize, max: usize)
 }
 
 /// Block bytes as the `[words]` Int tensor the kernels read (padded to whole words).
-pub(crate) fn words(mut bytes: Vec<u8>, device: &Device) -> Tensor<1, Int> {
+pub fn words(mut bytes: Vec<u8>, device: &Device) -> Tensor<1, Int> {
     bytes.resize(bytes.len().div_ceil(4) * 4, 0);
     let words: Vec<i32> = bytes.chunks_exact(4).map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
     let n = words.len();
