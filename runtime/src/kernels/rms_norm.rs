@@ -58,7 +58,7 @@ pub fn rms_norm(
         Some((b, alpha, beta)) => (b, alpha, beta, 1),
         // WebGPU forbids two writable bindings over the same bytes, so the unused branch
         // binding gets a one-element placeholder rather than another view of x.
-        None => (Tensor::zeros([1, 1], &x.device()), 1.0, 0.0, 0),
+        None => (Tensor::empty([1, 1], &x.device()), 1.0, 0.0, 0),
     };
     let p = Params {
         rows: rows as u32,
