@@ -27,7 +27,7 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let row = linear_workgroup(wid, nwg);
-    var value = -3.4028235e38;
+    var value = bitcast<f32>(0xff7fffffu); // -FLT_MAX
     var index = 0xFFFFFFFFu;
     if row < p.rows {
         let base = row * p.cols;

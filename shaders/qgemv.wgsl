@@ -78,7 +78,7 @@ fn main(
     // reach the barriers below.
     var acc_a = vec4<f32>(0.0);
     var acc_b = vec4<f32>(0.0);
-    var any = false;
+    var touched = false;
     for (var j = 0u; j < p.group; j++) {
         let pair = out * p.group + j;
         var record = NONE;
@@ -91,7 +91,7 @@ fn main(
         if record == NONE {
             continue;
         }
-        any = true;
+        touched = true;
         let mw = record + p.offset_words;
         let xbase = (pair / p.per) * p.x_stride;
         var a = vec4<f32>(0.0);
@@ -122,7 +122,7 @@ fn main(
 
     {{ reduce }}
 
-    if lid < ROWS && out < outs && n0 + lid < p.rows && (COMBINE || any) {
+    if lid < ROWS && out < outs && n0 + lid < p.rows && (COMBINE || touched) {
         let i = out * p.rows + n0 + lid;
         var v = partial[(lid / 4u) * WG][lid % 4u];
         if COMBINE && p.accumulate != 0u {

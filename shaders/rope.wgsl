@@ -14,8 +14,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;   // [T, H, D] (row-major)
-@group(0) @binding(1) var<storage, read_write> cos: array<f32>; // [T, half]
-@group(0) @binding(2) var<storage, read_write> sin: array<f32>; // [T, half]
+@group(0) @binding(1) var<storage, read_write> cos_t: array<f32>; // [T, half] cos of each angle
+@group(0) @binding(2) var<storage, read_write> sin_t: array<f32>; // [T, half] sin of each angle
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // [T, H, D] out
 @group(0) @binding(4) var<storage, read_write> p: Params;
 
@@ -35,13 +35,13 @@ fn main(
     let t = e / (p.heads * p.dim);
     let head = e - i;
     if i < p.half {
-        let c = cos[t * p.half + i];
-        let s = sin[t * p.half + i];
+        let c = cos_t[t * p.half + i];
+        let s = sin_t[t * p.half + i];
         out[e] = x[e] * c - x[head + i + p.half] * s;
     } else if i < 2u * p.half {
         let j = i - p.half;
-        let c = cos[t * p.half + j];
-        let s = sin[t * p.half + j];
+        let c = cos_t[t * p.half + j];
+        let s = sin_t[t * p.half + j];
         out[e] = x[e] * c + x[head + j] * s;
     } else {
         out[e] = x[e];
