@@ -48,7 +48,6 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
-const SUBGROUPS: bool = {{ subgroups }};
 const EPILOGUE: u32 = {{ epilogue }}u;
 const COMBINE: bool = EPILOGUE == 1u;
 // Output rows per workgroup, held in two vec4 accumulators (written out rather than as an

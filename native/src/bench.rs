@@ -239,19 +239,12 @@ pub fn main(args: Args) -> Result<()> {
     pollster::block_on(async { read_logits(model.forward(&context, &mut state, Logits::Last).await?).await })?;
     let stats_before = engine.expert_stats();
     let decode_start = Instant::now();
-    let mut steps = Vec::new();
-    let mut next = 5u32;
-    for i in 0..args.decode_tokens.max(1) + 2 {
-        // A greedy step as generation takes it: the next token is picked on the device.
-        let start = Instant::now();
-        let (_, token) = crate::bench_profile::greedy_step(model, &mut state, next)?;
-        if i >= 2 {
-            steps.push(start.elapsed().as_secs_f64());
-        }
-        next = token;
-    }
+    // Greedy steps as generation takes them (the next token is picked on the device), after
+    // two untimed ones.
+    let warm = crate::bench_profile::greedy_steps(model, &mut state, 5, 2)?;
+    let steps = crate::bench_profile::greedy_steps(model, &mut state, warm.next, args.decode_tokens.max(1))?;
     let decode_seconds = decode_start.elapsed().as_secs_f64();
-    let step = median(steps);
+    let step = median(steps.seconds);
     let streamed = match (stats_before, engine.expert_stats()) {
         (Some((before, _)), Some((after, slots))) => Some((crate::bench_experts::delta(after, before), slots)),
         _ => None,
@@ -331,7 +324,8 @@ pub fn main(args: Args) -> Result<()> {
             args.context,
             args.decode_tokens,
             roofline
-                .map(|r| format!(", {:.1}% of the {:.0} GB/s roofline (stream_read, this run)", 100.0 * gbps * 1e9 / r, r / 1e9))
+                .zip(of_roofline(active as f64 / step))
+                .map(|(r, pct)| format!(", {pct:.1}% of the {:.0} GB/s roofline (stream_read, this run)", r / 1e9))
                 .unwrap_or_default()
         );
         if let Some(p) = &profile {

@@ -82,18 +82,33 @@ pub fn greedy_step(model: &Model, state: &mut State, token: u32) -> Result<(f64,
     Ok((enqueue, id[0] as u32))
 }
 
+/// Host seconds to enqueue, and seconds, of each of `steps` greedy steps from `token`.
+pub struct Steps {
+    pub enqueue: Vec<f64>,
+    pub seconds: Vec<f64>,
+    /// The token the last step chose.
+    pub next: u32,
+}
+
+/// `steps` greedy decode steps (see [`greedy_step`]), each timed.
+pub fn greedy_steps(model: &Model, state: &mut State, token: u32, steps: usize) -> Result<Steps> {
+    let mut out = Steps { enqueue: Vec::new(), seconds: Vec::new(), next: token };
+    for _ in 0..steps {
+        let start = Instant::now();
+        let (enqueue, next) = greedy_step(model, state, out.next)?;
+        out.seconds.push(start.elapsed().as_secs_f64());
+        out.enqueue.push(enqueue);
+        out.next = next;
+    }
+    Ok(out)
+}
+
 pub fn profile_decode(model: &Model, state: &mut State, steps: usize) -> Result<StepProfile> {
     let mut token = 5u32;
     let mut run = |state: &mut State| -> Result<(Vec<f64>, Vec<f64>)> {
-        let (mut enqueue, mut step) = (Vec::new(), Vec::new());
-        for _ in 0..steps {
-            let start = Instant::now();
-            let (e, next) = greedy_step(model, state, token)?;
-            step.push(start.elapsed().as_secs_f64());
-            enqueue.push(e);
-            token = next;
-        }
-        Ok((enqueue, step))
+        let s = greedy_steps(model, state, token, steps)?;
+        token = s.next;
+        Ok((s.enqueue, s.seconds))
     };
     let (enqueue, step) = run(state)?;
     let counting = Profiler::start(false);

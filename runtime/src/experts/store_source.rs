@@ -187,6 +187,10 @@ impl ExpertSource for StoreExperts {
         Ok(self.record(layer, expert)?.as_ref().clone())
     }
 
+    fn read_into(&self, layer: usize, expert: usize, out: &mut [u8]) -> Result<(), WeightsError> {
+        self.read_part(layer, expert, 0, out)
+    }
+
     fn read_part(&self, layer: usize, expert: usize, start: usize, out: &mut [u8]) -> Result<(), WeightsError> {
         let record = self.record(layer, expert)?;
         out.copy_from_slice(&record[start..start + out.len()]);

@@ -51,7 +51,6 @@ pub fn attention_decode_prefix(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: us
             reason: format!("{len} positions of a cache of {capacity}"),
         });
     }
-    let l = len;
     if t != 1 {
         return Err(KernelError::Shape {
             kernel: "attention_decode",
@@ -59,13 +58,13 @@ pub fn attention_decode_prefix(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: us
         });
     }
     if !uses_wgsl(&q.device()) {
-        return Ok(reference(q, k.narrow(0, 0, l), v.narrow(0, 0, l)));
+        return Ok(reference(q, k.narrow(0, 0, len), v.narrow(0, 0, len)));
     }
     Ok(float(Dispatch::attention_decode(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        l as u32,
+        len as u32,
     )))
 }
 

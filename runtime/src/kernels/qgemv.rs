@@ -410,7 +410,7 @@ pub(super) fn words(pool: &Tensor<1, Int>) -> Tensor<1, Int> {
 }
 
 /// `xin` as a `[P, K]` tensor (the reference's input read).
-pub(super) fn xin(x: Tensor<2>, mode: XMode, k: usize) -> Tensor<2> {
+pub(crate) fn xin(x: Tensor<2>, mode: XMode, k: usize) -> Tensor<2> {
     let [r, _] = x.dims();
     match mode {
         XMode::Rows { per } => x.unsqueeze_dim::<3>(1).repeat_dim(1, per as usize).reshape([r * per as usize, k]),
@@ -519,9 +519,8 @@ fn reduction(kernel: Wgsl, subgroups: bool) -> Wgsl {
         kernel
             .with("subgroup_builtins", "@builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32,")
             .with("reduce", SUBGROUP)
-            .with("subgroups", true)
     } else {
-        kernel.with("subgroup_builtins", "").with("reduce", TREE).with("subgroups", false)
+        kernel.with("subgroup_builtins", "").with("reduce", TREE)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, WeightsError};
 use crate::experts::QMatrix;
 use crate::kernels::qgemm::qgemm;
 pub use crate::kernels::qgemv::MAX_ROWS;
-use crate::kernels::qgemv::{Epilogue, XMode, apply, gemv_float, gemv_words};
+use crate::kernels::qgemv::{Epilogue, XMode, apply, gemv_float, gemv_words, xin};
 use crate::kernels::uses_wgsl;
 use crate::weights::Loader;
 
@@ -90,15 +90,30 @@ impl Linear {
     /// # Shapes
     /// `x`: `[T, in]` f32 → `[T, out]` f32.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.forward_with(x, Epilogue::None)
+        self.project(x, XMode::Rows { per: 1 }, Epilogue::None)
     }
 
-    /// `epilogue(x Wᵀ + b)` (not [`Epilogue::Combine`]). On a GPU, up to [`MAX_ROWS`] rows of
-    /// a weight in one piece without bias run the epilogue inside the matmul kernel.
+    /// `epilogue(x Wᵀ + b)` (not [`Epilogue::Combine`]).
     ///
     /// # Shapes
     /// `x`: `[T, in]` f32 → `[T, out]` f32 (a gate's values `[T, out]`).
     pub fn forward_with(&self, x: Tensor<2>, epilogue: Epilogue) -> Tensor<2> {
+        self.project(x, XMode::Rows { per: 1 }, epilogue)
+    }
+
+    /// `a Wᵀ + b` with `a = silu(h[:, ..in]) ⊙ h[:, in..]`, the SwiGLU of a gate_up output.
+    ///
+    /// # Shapes
+    /// `h`: `[T, 2·in]` f32 → `[T, out]` f32.
+    pub fn forward_swiglu(&self, h: Tensor<2>) -> Tensor<2> {
+        self.project(h, XMode::SwiGlu, Epilogue::None)
+    }
+
+    /// `epilogue(xin Wᵀ + b)`, with `xin` read from `x` as `mode` says. On a GPU, up to
+    /// [`MAX_ROWS`] rows go through the decode kernel, which reads the SwiGLU straight from `x`
+    /// and, for a weight in one piece without bias, applies the epilogue too; more rows take a
+    /// tiled matmul.
+    fn project(&self, x: Tensor<2>, mode: XMode, epilogue: Epilogue) -> Tensor<2> {
         let few = x.dims()[0] <= MAX_ROWS && uses_wgsl(&x.device());
         let pieces = match &self.weight {
             Weight::Float(parts) => parts.len(),
@@ -113,20 +128,22 @@ impl Linear {
             // Decode: a bandwidth-bound pass over each weight, never a general matmul.
             Weight::Float(parts) if few && parts.iter().all(gemv_reads) => parts
                 .iter()
-                .map(|w| gemv_float(x.clone(), w, XMode::Rows { per: 1 }, fused.clone()).expect("float weights are checked at load"))
+                .map(|w| gemv_float(x.clone(), w, mode, fused.clone()).expect("float weights are checked at load"))
                 .collect(),
             Weight::Float(parts) => {
                 let dtype = parts[0].dtype();
+                let x = match mode {
+                    XMode::SwiGlu => xin(x, mode, parts[0].dims()[1]),
+                    XMode::Rows { .. } => x,
+                };
                 let x = if dtype == DType::F32 { x } else { x.cast(dtype) };
                 let ys = parts.iter().map(|w| x.clone().matmul(w.clone().transpose()));
-                let ys = ys.map(|y| if dtype == DType::F32 { y } else { y.cast(DType::F32) }).collect::<Vec<_>>();
-                // Only many rows get here, and those take no fused epilogue.
-                debug_assert!(matches!(fused, Epilogue::None) || !few);
-                ys.into_iter().map(|y| apply(y, fused.clone())).collect()
+                let ys = ys.map(|y| if dtype == DType::F32 { y } else { y.cast(DType::F32) });
+                ys.map(|y| apply(y, fused.clone())).collect()
             }
             Weight::Quant(blocks) => blocks
                 .iter()
-                .map(|b| quant_forward(x.clone(), b, fused.clone()).expect("quantized weights are checked at load"))
+                .map(|b| quant_forward(x.clone(), b, mode, fused.clone()).expect("quantized weights are checked at load"))
                 .collect(),
         };
         let y = if ys.len() == 1 { ys.pop().unwrap() } else { Tensor::cat(ys, 1) };
@@ -135,28 +152,6 @@ impl Linear {
             None => y,
         };
         apply(y, after)
-    }
-
-    /// `a Wᵀ` with `a = silu(h[:, ..F]) ⊙ h[:, F..]`, the SwiGLU of a gate_up output `h`
-    /// (`[T, 2F]`, this weight `[out, F]`). On a GPU, few rows of a weight in one piece read the
-    /// activation straight from `h` inside the matmul kernel.
-    pub fn forward_swiglu(&self, h: Tensor<2>) -> Tensor<2> {
-        let [t, width] = h.dims();
-        let f = width / 2;
-        let mode = XMode::SwiGlu;
-        if t <= MAX_ROWS && uses_wgsl(&h.device()) && self.bias.is_none() {
-            match &self.weight {
-                Weight::Float(parts) if parts.len() == 1 && gemv_reads(&parts[0]) => {
-                    return gemv_float(h, &parts[0], mode, Epilogue::None).expect("float weights are checked at load");
-                }
-                Weight::Quant(blocks) if blocks.len() == 1 => {
-                    let b = &blocks[0];
-                    return gemv_words(h, &b.words, b.matrix, mode, Epilogue::None).expect("quantized weights are checked at load");
-                }
-                _ => {}
-            }
-        }
-        self.forward(burn::tensor::activation::silu(h.clone().narrow(1, 0, f)) * h.narrow(1, f, f))
     }
 
     pub fn out_features(&self) -> usize {
@@ -192,14 +187,14 @@ fn gemv_reads(w: &Tensor<2>) -> bool {
     }
 }
 
-/// `epilogue(x Wᵀ)` for one quantized row block: the expert kernels with a one-entry table
+/// `epilogue(xin Wᵀ)` for one quantized row block: the expert kernels with a one-entry table
 /// (the block is the only "expert", at word 0) and every row routed to it.
-fn quant_forward(x: Tensor<2>, block: &QuantBlock, epilogue: Epilogue) -> Result<Tensor<2>, Error> {
+fn quant_forward(x: Tensor<2>, block: &QuantBlock, mode: XMode, epilogue: Epilogue) -> Result<Tensor<2>, Error> {
     let [t, _] = x.dims();
     if t > MAX_ROWS {
-        return Ok(apply(qgemm(x, &block.words, 0, block.matrix, XMode::Rows { per: 1 })?, epilogue));
+        return Ok(apply(qgemm(x, &block.words, 0, block.matrix, mode)?, epilogue));
     }
-    Ok(gemv_words(x, &block.words, block.matrix, XMode::Rows { per: 1 }, epilogue)?)
+    Ok(gemv_words(x, &block.words, block.matrix, mode, epilogue)?)
 }
 
 #[cfg(test)]
