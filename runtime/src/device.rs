@@ -246,8 +246,14 @@ pub fn has_subgroups() -> bool {
     WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.subgroups)
 }
 
-/// The wgpu device for tests, or `None` when the machine has no adapter at all.
+/// The wgpu device for tests, or `None` when the machine has no adapter at all: GPU tests then
+/// skip with a loud message. Under CI (`CI` set, as `.ci/run` runs), which installs lavapipe,
+/// a missing adapter is a failure instead, so that no GPU test passes by skipping there.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn test_gpu() -> Option<Device> {
-    wgpu_device(None).ok().map(|(d, _)| d)
+    let device = wgpu_device(None).ok().map(|(d, _)| d);
+    if device.is_none() && std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
+        panic!("no wgpu adapter under CI: the GPU tests would be skipped (is mesa-vulkan-drivers installed?)");
+    }
+    device
 }

@@ -5,6 +5,10 @@
 //! launch here ([`named`]) just before issuing it; the observer runs synchronously on the
 //! issuing thread and reads that name. Burn's own kernels are named by their Rust type.
 //!
+//! cubecl's observer sees every launch of the process; a profile keeps those issued by the
+//! thread that started it, so work on other threads (another test, a server's other request)
+//! does not leak into it.
+//!
 //! Timing uses cubecl's deferred measurements: nothing waits between kernels, so they run back
 //! to back as in a real step, and the timestamps are read once the region is over. A backend
 //! out of timestamp queries falls back to host time around a blocking submit; such launches are
@@ -34,8 +38,9 @@ fn short(kernel: &'static str) -> &'static str {
     base.rsplit("::").next().unwrap_or(base)
 }
 
-#[derive(Default)]
 struct Observer {
+    /// The thread whose launches are kept.
+    thread: std::thread::ThreadId,
     timed: bool,
     launches: Mutex<Vec<&'static str>>,
     profiles: Mutex<Vec<(&'static str, ProfileDuration)>>,
@@ -43,6 +48,9 @@ struct Observer {
 
 impl LaunchObserver for Observer {
     fn launched(&self, kernel: &'static str) {
+        if std::thread::current().id() != self.thread {
+            return;
+        }
         let name = CURRENT.get().unwrap_or_else(|| short(kernel));
         self.launches.lock().expect("profile lock").push(name);
     }
@@ -52,6 +60,9 @@ impl LaunchObserver for Observer {
     }
 
     fn profiled(&self, kernel: &'static str, profile: ProfileDuration) {
+        if std::thread::current().id() != self.thread {
+            return;
+        }
         let name = CURRENT.get().unwrap_or_else(|| short(kernel));
         self.profiles.lock().expect("profile lock").push((name, profile));
     }
@@ -86,7 +97,7 @@ impl Profile {
     }
 }
 
-/// Observes every kernel launch of the process until [`Profiler::finish`].
+/// Observes the kernel launches of the calling thread until [`Profiler::finish`].
 pub struct Profiler {
     observer: Arc<Observer>,
     guard: LaunchObservation,
@@ -95,7 +106,12 @@ pub struct Profiler {
 impl Profiler {
     /// Starts counting launches; with `timed`, also timing each on the device.
     pub fn start(timed: bool) -> Self {
-        let observer = Arc::new(Observer { timed, ..Observer::default() });
+        let observer = Arc::new(Observer {
+            thread: std::thread::current().id(),
+            timed,
+            launches: Mutex::default(),
+            profiles: Mutex::default(),
+        });
         let guard = LaunchObservation::new(observer.clone());
         Self { observer, guard }
     }
@@ -137,7 +153,7 @@ mod tests {
     use crate::kernels::testing::{gpu, random};
 
     /// Our kernels are counted under their own names (not the one type cubecl sees), each
-    /// launch once, and a timed profile gives each of them a duration.
+    /// launch of the profiling thread once, and a timed profile gives each of them a duration.
     #[test]
     fn counts_and_times_named_launches() {
         let Some(device) = gpu() else { return };
@@ -147,6 +163,8 @@ mod tests {
         for timed in [false, true] {
             let profiler = Profiler::start(timed);
             let a = stream_read(&data, 256).unwrap();
+            // A launch from another thread is not this profile's.
+            std::thread::scope(|s| s.spawn(|| drop(stream_read(&data, 256).unwrap().into_data())).join().unwrap());
             let b = stream_read(&data, 512).unwrap();
             let _ = (a.sum() + b.sum()).into_data();
             let profile = pollster::block_on(profiler.finish());
