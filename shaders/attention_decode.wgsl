@@ -23,7 +23,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;        // [len, Hkv, D] (row-major)
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>; // [Hq, splits, D + 2]: acc, m, l
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;      // [1, Hq, D]
-@group(0) @binding(5) var<storage, read_write> p: Params;
+@group(0) @binding(5) var<uniform> p: Params;
 
 const D: u32 = {{ head_dim }}u;
 const CHUNK: u32 = {{ chunk }}u;

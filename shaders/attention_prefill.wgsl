@@ -22,7 +22,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> k: array<f32>;   // [past + T, Hkv, D] (row-major)
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;   // [past + T, Hkv, D] (row-major)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // [T, Hq, D] (row-major)
-@group(0) @binding(4) var<storage, read_write> p: Params;
+@group(0) @binding(4) var<uniform> p: Params;
 
 const D: u32 = {{ head_dim }}u;
 const ROWS: u32 = {{ rows }}u;

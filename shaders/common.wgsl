@@ -3,7 +3,8 @@
 // Conventions:
 // - every storage binding is `read_write` (cubecl packs tensors into shared buffers, and mixing
 //   `read` with `read_write` on one buffer fails validation);
-// - params arrive as a storage buffer holding one struct, mirrored by a `#[repr(C)]` Rust struct;
+// - params arrive as the last binding, `var<uniform> p: Params`, one struct mirrored by a
+//   `#[repr(C)]` Rust struct and padded to a multiple of 16 bytes (uniform layout);
 // - the entry point is `main`; workgroup memory is initialised by the kernel itself.
 
 // Linear workgroup index of a 2-D grid (WebGPU caps each dimension at 65535).

@@ -17,7 +17,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> rates: array<f32>;     // [H] decay rates s_h
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;       // [1, H, D]
 @group(0) @binding(4) var<storage, read_write> state_out: array<f32>; // [H, D, D]
-@group(0) @binding(5) var<storage, read_write> p: Params;
+@group(0) @binding(5) var<uniform> p: Params;
 
 const D: u32 = {{ head_dim }}u;
 const COLS: u32 = {{ cols }}u;

@@ -19,7 +19,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> offsets: array<i32>;   // [E + 1] out
 @group(0) @binding(4) var<storage, read_write> positions: array<i32>; // [T, K] out, row of each pair in xs
 @group(0) @binding(5) var<storage, read_write> src: array<i32>;       // [N] token of each row of xs
-@group(0) @binding(6) var<storage, read_write> p: Params;
+@group(0) @binding(6) var<uniform> p: Params;
 
 const E: u32 = {{ experts }}u;
 const WG: u32 = {{ workgroup }}u;

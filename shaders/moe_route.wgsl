@@ -12,7 +12,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> logits: array<f32>;  // [T, E] (row-major)
 @group(0) @binding(1) var<storage, read_write> ids: array<i32>;     // [T, K] out, expert ids
 @group(0) @binding(2) var<storage, read_write> weights: array<f32>; // [T, K] out
-@group(0) @binding(3) var<storage, read_write> p: Params;
+@group(0) @binding(3) var<uniform> p: Params;
 
 const K: u32 = {{ top_k }}u;
 const WG: u32 = {{ workgroup }}u;

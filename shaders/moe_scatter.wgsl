@@ -14,7 +14,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> weights: array<f32>;   // [T, K]
 @group(0) @binding(2) var<storage, read_write> positions: array<i32>; // [T, K] row of each pair in ys
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;       // [T, C] out
-@group(0) @binding(4) var<storage, read_write> p: Params;
+@group(0) @binding(4) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
 

@@ -29,7 +29,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;    // [M / per, K] or [M, 2K] (SWIGLU) (row-major)
 @group(0) @binding(1) var<storage, read_write> pool: array<u32>; // [words] expert records (little-endian)
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;    // [M, N] out (row-major)
-@group(0) @binding(3) var<storage, read_write> p: Params;
+@group(0) @binding(3) var<uniform> p: Params;
 
 const WG: u32 = 256u;
 const TILE: u32 = 64u; // output rows and columns of a workgroup

@@ -45,7 +45,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> pool: array<{{ pool_elem }}>; // [words] expert records (little-endian)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;              // [P / group, N] (row-major)
 @group(0) @binding(5) var<storage, read_write> aux: array<f32>;            // [P] router weights (1), [P, N] gated values (3), else unused
-@group(0) @binding(6) var<storage, read_write> p: Params;
+@group(0) @binding(6) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
 const EPILOGUE: u32 = {{ epilogue }}u;
@@ -71,7 +71,10 @@ fn main(
     let outs = p.pairs / p.group;
     // Rows past the end re-read the last row (no branch in the loop); their sums are dropped.
     let last = max(p.rows, 1u) - 1u;
-    let units = (p.cols + 7u) / 8u;
+    // Quantized rows are whole blocks of 32 and go by halves; float rows by units of 8.
+    let quantized = FORMAT == FMT_Q8_0 || FORMAT == FMT_Q4_1;
+    let halves = select(0u, p.cols / 16u, quantized);
+    let units = select((p.cols + 7u) / 8u, 0u, quantized);
 
     // Excess workgroups of the 2-D grid and pairs of absent experts read nothing, but still
     // reach the barriers below.
@@ -95,6 +98,25 @@ fn main(
         let xbase = (pair / p.per) * p.x_stride;
         var a = vec4<f32>(0.0);
         var b = vec4<f32>(0.0);
+        // Block formats walk half blocks (see `half_dot`), float formats units of 8.
+        for (var h = lid; h < halves; h += WG) {
+            let e0 = (h >> 1u) * 32u + (h & 1u) * HALF_STEP;
+            let xl = x_unit(xbase, e0, p.cols);
+            let xh = x_unit(xbase, e0 + HALF_GAP, p.cols);
+            let xs = dot(xl.lo + xl.hi + xh.lo + xh.hi, vec4<f32>(1.0));
+            a += vec4<f32>(
+                half_dot(mw, n0, h, xl, xh, xs),
+                half_dot(mw, min(n0 + 1u, last), h, xl, xh, xs),
+                half_dot(mw, min(n0 + 2u, last), h, xl, xh, xs),
+                half_dot(mw, min(n0 + 3u, last), h, xl, xh, xs),
+            );
+            b += vec4<f32>(
+                half_dot(mw, min(n0 + 4u, last), h, xl, xh, xs),
+                half_dot(mw, min(n0 + 5u, last), h, xl, xh, xs),
+                half_dot(mw, min(n0 + 6u, last), h, xl, xh, xs),
+                half_dot(mw, min(n0 + 7u, last), h, xl, xh, xs),
+            );
+        }
         for (var u = lid; u < units; u += WG) {
             let e0 = u * 8u;
             let xv = x_unit(xbase, e0, p.cols);
@@ -139,4 +161,44 @@ fn main(
 
 fn dot8(w: Unit, x: Unit) -> f32 {
     return dot(w.lo, x.lo) + dot(w.hi, x.hi);
+}
+
+// Half block h of a quantized row: 16 weights that one thread reads with 3 (Q4_1) or 5-6
+// (Q8_0) word loads, against 6 and 6-10 as two units of 8. At one token a decode matmul's
+// time is its loads in flight, so fewer, fuller loads per weight byte is the lever.
+// - Q4_1: bytes 8s .. 8s + 8 of the block's quants hold elements 8s .. 8s + 8 (low nibbles)
+//   and 16 + 8s .. 24 + 8s (high nibbles): the input units at e0 and e0 + 16.
+// - Q8_0: quants 16s .. 16s + 16, elements 16s .. 16s + 16: the units at e0 and e0 + 8.
+const HALF_STEP: u32 = {{ half_step }}u;
+const HALF_GAP: u32 = {{ half_gap }}u;
+
+// Σ_j w[n, j] x[j] over half h of row n, given its input units xl, xh and their sum xs.
+// The scale factors out of the sum (Q4_1: Σ (d q + m) x = d Σ q x + m Σ x).
+fn half_dot(mw: u32, n: u32, h: u32, xl: Unit, xh: Unit, xs: f32) -> f32 {
+    let rb = n * p.row_bytes;
+    if FORMAT == FMT_Q4_1 {
+        let i = mw + ((rb + (h >> 1u) * 20u) >> 2u);
+        let dm = unpack2x16float(pool_word(i));
+        let j = i + 1u + (h & 1u) * 2u;
+        let w0 = pool_word(j);
+        let w1 = pool_word(j + 1u);
+        let q = dot(nib4(w0, 0u), xl.lo) + dot(nib4(w1, 0u), xl.hi) + dot(nib4(w0, 4u), xh.lo) + dot(nib4(w1, 4u), xh.hi);
+        return dm.x * q + dm.y * xs;
+    }
+    // Q8_0: the 16 quants start 2 bytes into the block and 16 bytes further for h odd.
+    let blk = rb + (h >> 1u) * 34u;
+    let w = words4_at(mw, blk + 2u + (h & 1u) * 16u);
+    let q = dot(i8x4(w.x), xl.lo) + dot(i8x4(w.y), xl.hi) + dot(i8x4(w.z), xh.lo) + dot(i8x4(w.w), xh.hi);
+    return half_at(mw, blk) * q;
+}
+
+// The 16 bytes at the 2-aligned byte `b`: four words, or the halves of five neighbours.
+fn words4_at(mw: u32, b: u32) -> vec4<u32> {
+    let i = mw + (b >> 2u);
+    let w = vec4<u32>(pool_word(i), pool_word(i + 1u), pool_word(i + 2u), pool_word(i + 3u));
+    if (b & 2u) == 0u {
+        return w;
+    }
+    let next = vec4<u32>(w.yzw, pool_word(i + 4u));
+    return (w >> vec4<u32>(16u)) | (next << vec4<u32>(16u));
 }

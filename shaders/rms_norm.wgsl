@@ -19,10 +19,66 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> weight: array<f32>; // [cols]
 @group(0) @binding(3) var<storage, read_write> h: array<f32>;      // [rows, cols] out
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;      // [rows, cols] out
-@group(0) @binding(5) var<storage, read_write> p: Params;
+@group(0) @binding(5) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
 var<workgroup> partial: array<f32, WG>;
+
+// A decode-time norm is one row, one workgroup: its time is the latency of the loads each
+// thread waits on in turn, not bandwidth (a row of 6144 walked 128 threads wide, one load per
+// step, took ~50 µs on an H100). So every thread issues 8 loads of its share of the row
+// (stride WG, coalesced across threads) before it uses any, and writes only after all 8
+// are read: a store between two loads would keep the compiler from hoisting the second,
+// since the bindings may alias as far as it knows.
+
+// h at column c of the row at `base`, or 0 past `cols`.
+fn combined(base: u32, c: u32, cols: u32) -> f32 {
+    if c >= cols {
+        return 0.0;
+    }
+    var v = x[base + c];
+    if p.has_branch != 0u {
+        v = p.alpha * v + p.beta * branch[base + c];
+    }
+    return v;
+}
+
+fn h_at(base: u32, c: u32, cols: u32) -> f32 {
+    if c >= cols {
+        return 0.0;
+    }
+    return h[base + c];
+}
+
+fn weight_at(c: u32, cols: u32) -> f32 {
+    if c >= cols {
+        return 0.0;
+    }
+    return weight[c];
+}
+
+// Stores v at column c of h (to_h) or y, if c < cols.
+fn put(to_h: bool, base: u32, c: u32, cols: u32, v: f32) {
+    if c < cols {
+        if to_h {
+            h[base + c] = v;
+        } else {
+            y[base + c] = v;
+        }
+    }
+}
+
+// Stores columns c, c + WG, .. c + 7·WG.
+fn put8(to_h: bool, base: u32, c: u32, cols: u32, a: vec4<f32>, b: vec4<f32>) {
+    put(to_h, base, c, cols, a.x);
+    put(to_h, base, c + WG, cols, a.y);
+    put(to_h, base, c + 2u * WG, cols, a.z);
+    put(to_h, base, c + 3u * WG, cols, a.w);
+    put(to_h, base, c + 4u * WG, cols, b.x);
+    put(to_h, base, c + 5u * WG, cols, b.y);
+    put(to_h, base, c + 6u * WG, cols, b.z);
+    put(to_h, base, c + 7u * WG, cols, b.w);
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -36,13 +92,11 @@ fn main(
     let base = row * p.cols;
 
     var ss = 0.0;
-    for (var c = lid; c < cols; c += WG) {
-        var v = x[base + c];
-        if p.has_branch != 0u {
-            v = p.alpha * v + p.beta * branch[base + c];
-        }
-        h[base + c] = v;
-        ss += v * v;
+    for (var c = lid; c < cols; c += 8u * WG) {
+        let a = vec4<f32>(combined(base, c, cols), combined(base, c + WG, cols), combined(base, c + 2u * WG, cols), combined(base, c + 3u * WG, cols));
+        let b = vec4<f32>(combined(base, c + 4u * WG, cols), combined(base, c + 5u * WG, cols), combined(base, c + 6u * WG, cols), combined(base, c + 7u * WG, cols));
+        put8(true, base, c, cols, a, b);
+        ss += dot(a, a) + dot(b, b);
     }
     partial[lid] = ss;
     workgroupBarrier();
@@ -54,7 +108,11 @@ fn main(
     }
     let inv = inverseSqrt(partial[0] / f32(max(cols, 1u)) + p.eps);
     // Each thread re-reads only the h values it wrote itself: no barrier needed.
-    for (var c = lid; c < cols; c += WG) {
-        y[base + c] = weight[c] * (h[base + c] * inv);
+    for (var c = lid; c < cols; c += 8u * WG) {
+        let ha = vec4<f32>(h_at(base, c, cols), h_at(base, c + WG, cols), h_at(base, c + 2u * WG, cols), h_at(base, c + 3u * WG, cols));
+        let hb = vec4<f32>(h_at(base, c + 4u * WG, cols), h_at(base, c + 5u * WG, cols), h_at(base, c + 6u * WG, cols), h_at(base, c + 7u * WG, cols));
+        let wa = vec4<f32>(weight_at(c, cols), weight_at(c + WG, cols), weight_at(c + 2u * WG, cols), weight_at(c + 3u * WG, cols));
+        let wb = vec4<f32>(weight_at(c + 4u * WG, cols), weight_at(c + 5u * WG, cols), weight_at(c + 6u * WG, cols), weight_at(c + 7u * WG, cols));
+        put8(false, base, c, cols, wa * (ha * inv), wb * (hb * inv));
     }
 }

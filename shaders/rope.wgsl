@@ -17,7 +17,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> cos_t: array<f32>; // [T, half] cos of each angle
 @group(0) @binding(2) var<storage, read_write> sin_t: array<f32>; // [T, half] sin of each angle
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // [T, H, D] out
-@group(0) @binding(4) var<storage, read_write> p: Params;
+@group(0) @binding(4) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
 

@@ -13,7 +13,7 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> data: array<vec4<f32>>; // [vec4s] read once
 @group(0) @binding(1) var<storage, read_write> sums: array<f32>;       // [threads] out
-@group(0) @binding(2) var<storage, read_write> p: Params;
+@group(0) @binding(2) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
 

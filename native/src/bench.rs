@@ -297,6 +297,7 @@ pub fn main(args: Args) -> Result<()> {
                 "launches_per_step": p.launches.launches() as f64 / p.steps as f64,
                 "device_seconds_per_step": p.timed.seconds() / p.steps as f64,
                 "host_timed_launches": p.timed.host_timed,
+                "launch_host_seconds": p.launch.0, "launch_seconds": p.launch.1,
                 "kernels": p.timed.kernels.iter().map(|k| serde_json::json!({"name": k.name,
                     "launches_per_step": k.launches as f64 / p.steps as f64,
                     "seconds_per_step": k.seconds.map(|s| s / p.steps as f64)})).collect::<Vec<_>>(),

@@ -67,6 +67,9 @@ pub struct StepProfile {
     /// Device time per kernel (summed over all steps, divided by `steps`).
     pub timed: Profile,
     pub steps: usize,
+    /// The cost of one launch apart from its work: host seconds to enqueue one launch of a
+    /// trivial kernel, and seconds per launch until a run of them has finished.
+    pub launch: (f64, f64),
 }
 
 /// One greedy decode step as `generate` takes it: the forward pass, the argmax on the device
@@ -117,7 +120,30 @@ pub fn profile_decode(model: &Model, state: &mut State, steps: usize) -> Result<
     let timing = Profiler::start(true);
     run(state)?;
     let timed = pollster::block_on(timing.finish());
-    Ok(StepProfile { enqueue: median(enqueue), step: median(step), launches, timed, steps })
+    Ok(StepProfile { enqueue: median(enqueue), step: median(step), launches, timed, steps, launch: launch_cost(model)? })
+}
+
+/// Host seconds to enqueue, and seconds until done, per launch of a trivial kernel (one
+/// workgroup reading 64 floats into a new output, as a decode kernel allocates its own), over
+/// runs of 1000 launches: what a decode step pays per launch on top of the work.
+fn launch_cost(model: &Model) -> Result<(f64, f64)> {
+    const RUN: usize = 1000;
+    let data = Tensor::<1>::zeros([64], &model.device);
+    let (mut host, mut total) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        let start = Instant::now();
+        let mut last = None;
+        for _ in 0..RUN {
+            last = Some(stream_read(&data, 16)?);
+        }
+        let enqueued = start.elapsed().as_secs_f64();
+        sync(last.expect("RUN > 0"))?;
+        if round > 0 {
+            host.push(enqueued / RUN as f64);
+            total.push(start.elapsed().as_secs_f64() / RUN as f64);
+        }
+    }
+    Ok((median(host), median(total)))
 }
 
 /// One decode-kernel measurement: a weight shape in a format, under one launch variant.
@@ -222,6 +248,11 @@ pub fn print_profile(p: &StepProfile) {
         } else {
             String::new()
         }
+    );
+    println!(
+        "one launch of a trivial kernel: {:.1} µs to enqueue on the host, {:.1} µs until done (runs of 1000)",
+        p.launch.0 * 1e6,
+        p.launch.1 * 1e6
     );
     println!("| kernel | launches per step | ms per step | share of kernel time |");
     println!("|---|---:|---:|---:|");

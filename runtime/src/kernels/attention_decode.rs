@@ -91,7 +91,6 @@ pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, len: u32) -> C
         scale: 1.0 / (d as f32).sqrt(),
         _pad: [0; 3],
     };
-    let params = params(&q, &p);
     for (phase, count) in [
         (1, cubecl::CubeCount::Static(hq as u32, splits as u32, 1)),
         (2, cubecl::CubeCount::Static(hq as u32, 1, 1)),
@@ -112,8 +111,8 @@ pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, len: u32) -> C
                 vb.clone(),
                 partials.handle.clone().binding(),
                 out.handle.clone().binding(),
-                params.clone(),
             ],
+            params(&p),
         );
     }
     out

@@ -132,7 +132,7 @@ pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, past: u32) -> 
         kernel,
         (ROWS * keys) as u32,
         cubecl::CubeCount::Static(t.div_ceil(ROWS) as u32, hq as u32, 1),
-        vec![qb, kb, vb, out.handle.clone().binding(), params(&q, &p)],
+        vec![qb, kb, vb, out.handle.clone().binding()], params(&p),
     );
     out
 }

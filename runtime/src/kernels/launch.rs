@@ -1,14 +1,11 @@
 //! Launching WGSL templates on burn-wgpu tensors: the one place where source text is assembled
 //! and where tensors become bindings.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous};
 use burn::tensor::{DType, Shape};
 use cubecl::prelude::KernelId;
-use cubecl::server::{BufferBinding, Handle, KernelArguments};
-use cubecl::{CubeCount, CubeDim, Device as CubeDevice};
+use cubecl::server::{BufferBinding, KernelArguments, MetadataBindingInfo};
+use cubecl::{CubeCount, CubeDim};
 
 /// WGSL shared by every kernel (included once, never copied into kernel files).
 const PRELUDE: &str = include_str!("../../../shaders/common.wgsl");
@@ -67,13 +64,14 @@ impl KernelSource for Wgsl {
 }
 
 /// Enqueues `kernel` with one workgroup of `workgroup` threads per cube of `count`. Bindings
-/// follow the order of `buffers`, the last one usually being the params.
+/// follow the order of `buffers`, then the params (`var<uniform> p: Params` at the next binding).
 pub(crate) fn dispatch(
     like: &CubeTensor,
     kernel: Wgsl,
     workgroup: u32,
     count: CubeCount,
     buffers: Vec<BufferBinding>,
+    params: Params,
 ) {
     let name = kernel.name;
     let _span = tracing::trace_span!("kernel", name).entered();
@@ -81,40 +79,28 @@ pub(crate) fn dispatch(
         like.client.launch(
             Box::new(SourceKernel::new(kernel, CubeDim::new_1d(workgroup))),
             count,
-            KernelArguments::new().with_buffers(buffers),
+            KernelArguments::new().with_buffers(buffers).with_info(params.0),
         )
     });
 }
 
-/// A params struct as a storage buffer (no uniform usage: see DEVELOPERS.md).
+/// A kernel's params struct, as the launch's metadata: cubecl stages it into a uniform buffer
+/// bound after the storage buffers, and reuses one it staged before for the same bytes.
 ///
-/// Kernels only read their params, and decode launches the same kernels with the same params
-/// token after token, so each distinct params value is uploaded once per device and its
-/// buffer reused: an upload per launch costs host time on the path that bounds decode.
-pub(crate) fn params<P: bytemuck::Pod>(like: &CubeTensor, params: &P) -> BufferBinding {
-    type Uploaded = HashMap<Vec<u8>, Handle>;
-    /// Distinct params values kept per device before the cache starts over (a long prefill
-    /// in many chunk sizes, or attention decode at every length, makes new ones).
-    const KEEP: usize = 4096;
-    static UPLOADED: Mutex<Vec<(CubeDevice, Uploaded)>> = Mutex::new(Vec::new());
+/// Not a storage buffer made with `create_from_slice`: that is a queue write, and cubecl
+/// submits all pending work before every queue write to keep it ordered. Decode launches
+/// kernels whose params change every token (attention's context length), so each such upload
+/// used to split the step into another submission.
+pub(crate) struct Params(MetadataBindingInfo);
+
+/// The params of a launch: `params` as little-endian words (its `#[repr(C)]` struct mirrors
+/// the WGSL one, whose size is a multiple of 16 bytes as uniform layout wants).
+pub(crate) fn params<P: bytemuck::Pod>(params: &P) -> Params {
     let bytes = bytemuck::bytes_of(params);
-    let mut uploaded = UPLOADED.lock().expect("params cache");
-    let i = match uploaded.iter().position(|(d, _)| *d == like.device) {
-        Some(i) => i,
-        None => {
-            uploaded.push((like.device.clone(), HashMap::new()));
-            uploaded.len() - 1
-        }
-    };
-    let cache = &mut uploaded[i].1;
-    if cache.len() >= KEEP && !cache.contains_key(bytes) {
-        cache.clear();
-    }
-    cache
-        .entry(bytes.to_vec())
-        .or_insert_with(|| like.client.create_from_slice(bytes))
-        .clone()
-        .binding()
+    debug_assert_eq!(bytes.len() % 16, 0, "params structs are padded to 16 bytes");
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    Params(MetadataBindingInfo::custom(words))
 }
 
 /// A new, uninitialised contiguous tensor on the device of `like`.

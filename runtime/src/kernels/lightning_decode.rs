@@ -90,8 +90,8 @@ pub(super) fn launch(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor) -> (
             rb,
             out.handle.clone().binding(),
             state_out.handle.clone().binding(),
-            params(&qkv, &p),
         ],
+        params(&p),
     );
     (out, state_out)
 }

@@ -209,8 +209,8 @@ pub(super) fn launch(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor, bloc
             rb,
             out.handle.clone().binding(),
             state_out.handle.clone().binding(),
-            params(&qkv, &p),
         ],
+        params(&p),
     );
     (out, state_out)
 }

@@ -103,7 +103,6 @@ pub(super) fn launch(x: CubeTensor, ids: CubeTensor, num_experts: u32) -> (CubeT
         cols: c as u32,
         _pad: 0,
     };
-    let params = params(&x, &p);
     for (phase, count) in [(1, grid(1)), (2, grid(n as u32))] {
         let kernel = Wgsl::new("moe_gather", include_str!("../../../shaders/moe_gather.wgsl"))
             .with("experts", num_experts)
@@ -121,8 +120,8 @@ pub(super) fn launch(x: CubeTensor, ids: CubeTensor, num_experts: u32) -> (CubeT
                 offsets.handle.clone().binding(),
                 positions.handle.clone().binding(),
                 src.handle.clone().binding(),
-                params.clone(),
             ],
+            params(&p),
         );
     }
     (xs, offsets, positions)

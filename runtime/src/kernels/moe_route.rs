@@ -68,7 +68,7 @@ pub(super) fn launch(logits: CubeTensor, top_k: u32) -> (CubeTensor, CubeTensor)
         kernel,
         WORKGROUP as u32,
         grid(t.div_ceil(WORKGROUP) as u32),
-        vec![lb, ids.handle.clone().binding(), weights.handle.clone().binding(), params(&logits, &p)],
+        vec![lb, ids.handle.clone().binding(), weights.handle.clone().binding()], params(&p),
     );
     (ids, weights)
 }

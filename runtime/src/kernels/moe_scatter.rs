@@ -73,7 +73,7 @@ pub(super) fn launch(ys: CubeTensor, weights: CubeTensor, positions: CubeTensor)
         kernel,
         WORKGROUP as u32,
         grid(t as u32),
-        vec![yb, wb, pb, out.handle.clone().binding(), params(&ys, &p)],
+        vec![yb, wb, pb, out.handle.clone().binding()], params(&p),
     );
     out
 }

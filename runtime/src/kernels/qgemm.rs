@@ -98,7 +98,7 @@ pub(super) fn launch(x: CubeTensor, pool: CubeTensor, p: Params, variant: Varian
         "qgemm",
         concat!(include_str!("../../../shaders/qblock.wgsl"), include_str!("../../../shaders/qgemm.wgsl")),
     ));
-    dispatch(&x, kernel, WORKGROUP, grid(p.tiles), vec![xb, pb, y.handle.clone().binding(), params(&x, &p)]);
+    dispatch(&x, kernel, WORKGROUP, grid(p.tiles), vec![xb, pb, y.handle.clone().binding()], params(&p));
     y
 }
 

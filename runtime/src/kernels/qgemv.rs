@@ -555,9 +555,12 @@ pub(super) fn launch(
     )
     .with("workgroup", launch.workgroup)
     .with("epilogue", epilogue);
+    // Where a half block's two input units start (shaders/qgemv.wgsl, `half_dot`).
+    let (half_step, half_gap) = if variant.dtype == StoredDType::Q8_0 { (16, 8) } else { (8, 16) };
+    let kernel = kernel.with("half_step", half_step).with("half_gap", half_gap);
     let kernel = reduction(variant.apply(kernel), launch.subgroups);
     let groups = (p.pairs / p.group) * p.rows.div_ceil(ROWS);
-    dispatch(&x, kernel, launch.workgroup, grid(groups), vec![xb, ib, tb, pb, yb, ab, params(&x, &p)]);
+    dispatch(&x, kernel, launch.workgroup, grid(groups), vec![xb, ib, tb, pb, yb, ab], params(&p));
     y
 }
 

@@ -53,7 +53,7 @@ pub(super) fn launch(x: CubeTensor, cos: CubeTensor, sin: CubeTensor, p: Params)
     let out = empty(&x, shape, DType::F32);
     let kernel = Wgsl::new("rope", include_str!("../../../shaders/rope.wgsl")).with("workgroup", WORKGROUP);
     let groups = (p.tokens * p.heads * p.dim).div_ceil(WORKGROUP);
-    dispatch(&x, kernel, WORKGROUP, grid(groups), vec![xb, cb, sb, out.handle.clone().binding(), params(&x, &p)]);
+    dispatch(&x, kernel, WORKGROUP, grid(groups), vec![xb, cb, sb, out.handle.clone().binding()], params(&p));
     out
 }
 

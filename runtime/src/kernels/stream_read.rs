@@ -57,7 +57,7 @@ pub(super) fn launch(data: CubeTensor, p: Params) -> CubeTensor {
     let sums = empty(&data, [p.threads as usize], DType::F32);
     let kernel = Wgsl::new("stream_read", include_str!("../../../shaders/stream_read.wgsl")).with("workgroup", WORKGROUP);
     let groups = p.threads / WORKGROUP;
-    dispatch(&data, kernel, WORKGROUP, grid(groups), vec![db, sums.handle.clone().binding(), params(&data, &p)]);
+    dispatch(&data, kernel, WORKGROUP, grid(groups), vec![db, sums.handle.clone().binding()], params(&p));
     sums
 }
 
