@@ -38,6 +38,7 @@ fn load(dir: &Path, backend: BackendChoice, budget: Option<u64>) -> Engine {
         max_binding_bytes: None,
         expert_cache_bytes: budget,
         no_expert_prefetch: false,
+        ..Default::default()
     };
     let files = ModelFiles::read(dir).unwrap();
     Engine::new(files, device::select(backend).unwrap(), &options).unwrap()

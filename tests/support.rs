@@ -126,6 +126,7 @@ pub fn engine_with(dir: &Path, backend: BackendChoice, dtype: MatrixDType, max_b
         max_binding_bytes,
         expert_cache_bytes: None,
         no_expert_prefetch: false,
+        ..Default::default()
     };
     Engine::load_dir(dir, &options).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
 }

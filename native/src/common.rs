@@ -37,6 +37,10 @@ pub struct ModelArgs {
     /// Do not load the next layer's predicted experts ahead of need.
     #[arg(long)]
     pub no_prefetch: bool,
+    /// Refuse contexts longer than this many positions. Without it, a context may pass the
+    /// model's trained length (`max_position_embeddings`) with a warning.
+    #[arg(long)]
+    pub max_context: Option<usize>,
 }
 
 impl ModelArgs {
@@ -47,6 +51,8 @@ impl ModelArgs {
             max_binding_bytes: self.max_binding_bytes,
             expert_cache_bytes: self.expert_cache_mb.map(|mb| (mb * (1u64 << 20) as f64) as u64),
             no_expert_prefetch: self.no_prefetch,
+            max_context: self.max_context,
+            prefill_chunk: None,
         }
     }
 

@@ -25,7 +25,8 @@ pub struct Args {
     pub tokens: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Feed the prompt this many tokens at a time.
+    /// Feed the prompt this many tokens at a time (default: sized by the runtime to bound
+    /// prefill memory).
     #[arg(long)]
     pub prefill_chunk: Option<usize>,
     /// Output format.

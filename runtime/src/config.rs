@@ -188,6 +188,25 @@ impl ModelConfig {
         }
         (total, active)
     }
+
+    /// `(all, largest)`: bytes of f32 activations that one prompt token holds at once in the
+    /// largest step of a layer, and in the largest single tensor of a prefill. The feed-forward
+    /// block gathers each token's top-k inputs and holds their gate/up and down outputs; the
+    /// attention block holds q, k, v, the gate and the output; the residual stream and the
+    /// norms a few rows of `hidden`; the logits a row of `vocab` when every position's are
+    /// asked for.
+    pub fn prefill_bytes_per_token(&self) -> (u64, u64) {
+        let c = self.hidden_size as u64;
+        let hd = (self.num_heads * self.head_dim) as u64;
+        let f = self.ffn.intermediate_size() as u64;
+        let k = self.ffn.experts().1 as u64;
+        let vocab = self.vocab_size as u64;
+        let ffn = k * (2 * f + 2 * c);
+        let attention = 4 * hd + 2 * (self.num_kv_heads * self.head_dim) as u64;
+        let all = ffn.max(attention) + 8 * c;
+        let largest = (k * 2 * f).max(3 * hd).max(vocab);
+        (4 * all, 4 * largest)
+    }
 }
 
 /// ALiBi slopes as in the original MiniMax code (and the ALiBi paper): geometric for a power

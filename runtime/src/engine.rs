@@ -59,6 +59,12 @@ pub struct RuntimeOptions {
     pub expert_cache_bytes: Option<u64>,
     /// Turns off loading the next layer's predicted experts ahead of need (for measuring it).
     pub no_expert_prefetch: bool,
+    /// Tokens per prefill chunk when a request names none; `None` sizes it from the model's
+    /// dimensions and the binding limit ([`crate::model::prefill_chunk`]).
+    pub prefill_chunk: Option<usize>,
+    /// Positions a state may reach; `None`: no cap (past the model's trained length a warning
+    /// is given once, and a sliding window is a limit either way).
+    pub max_context: Option<usize>,
 }
 
 /// Everything a model consists of, in memory (or memory-mapped): what a directory, a GGUF
@@ -271,7 +277,13 @@ impl Engine {
             done.set(done.get() + bytes);
             progress(done.get().min(total), total);
         };
-        let model = Model::load(config, &files.weights, &selected.device, dtype, max_binding, streamed, Some(&step))?;
+        let mut model = Model::load(config, &files.weights, &selected.device, dtype, max_binding, streamed, Some(&step))?;
+        if let Some(chunk) = options.prefill_chunk {
+            model.prefill_chunk = chunk.max(1);
+        }
+        if let Some(cap) = options.max_context {
+            model.max_context = Some(model.max_context.map_or(cap, |window| window.min(cap)));
+        }
         Ok(Self {
             model,
             tokenizer,

@@ -63,7 +63,7 @@ pub enum RuntimeError {
     TokenOutOfRange { id: u32, vocab: usize },
     #[error("empty input: at least one token is needed")]
     EmptyInput,
-    #[error("context overflow: {needed} positions needed, the model supports {max}")]
+    #[error("context overflow: {needed} positions needed, the limit is {max} (the runtime's max context, or the model's sliding window)")]
     ContextOverflow { needed: usize, max: usize },
     #[error("no GPU adapter found")]
     NoGpu,

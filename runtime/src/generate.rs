@@ -17,7 +17,8 @@ pub struct GenerateOptions {
     pub stop_on_eos: bool,
     /// More ids that end generation (not returned), e.g. a chat template's end-of-turn token.
     pub stop_tokens: Vec<u32>,
-    /// Feed the prompt this many tokens at a time (`None`: all at once).
+    /// Feed the prompt this many tokens at a time (`None`: the model's default chunk, sized
+    /// to bound prefill memory; see [`crate::model::prefill_chunk`]).
     pub prefill_chunk: Option<usize>,
 }
 
@@ -61,7 +62,8 @@ pub async fn read_logits(logits: Tensor<2>) -> Result<Vec<f32>, Error> {
         .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?)
 }
 
-/// Feeds `tokens` through `state`, `chunk` tokens at a time. With [`Logits::All`] the logits
+/// Feeds `tokens` through `state`, `chunk` tokens at a time (`None`: the model's default
+/// chunk, [`Model::prefill_chunk`]). With [`Logits::All`] the logits
 /// of every token are concatenated; with [`Logits::Last`] only the last token's are returned.
 pub async fn prefill(
     model: &Model,
@@ -73,7 +75,7 @@ pub async fn prefill(
     if tokens.is_empty() {
         return Err(RuntimeError::EmptyInput.into());
     }
-    let chunk = chunk.unwrap_or(tokens.len()).max(1);
+    let chunk = chunk.unwrap_or(model.prefill_chunk).max(1);
     let mut outputs = Vec::new();
     let pieces: Vec<&[u32]> = tokens.chunks(chunk).collect();
     for (i, piece) in pieces.iter().enumerate() {

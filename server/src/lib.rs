@@ -86,11 +86,10 @@ impl ServerState {
     /// Moves `engine` onto its own thread and serves it under the name `model_id`.
     pub fn new(mut engine: Engine, model_id: impl Into<String>, config: ServerConfig) -> Result<Self, ServerError> {
         let tokenizer = Arc::new(engine.tokenizer.take().ok_or(ServerError::NoTokenizer)?);
-        let model = &engine.model.config;
-        let context_length = model
-            .sliding_window
-            .map_or(model.max_position_embeddings, |w| w.min(model.max_position_embeddings));
-        let vocab_size = model.vocab_size;
+        // A server promises its clients a context length: the runtime's cap (`--max-context`,
+        // or a sliding window), else the length the model was trained for.
+        let context_length = engine.model.max_context.unwrap_or(engine.model.config.max_position_embeddings);
+        let vocab_size = engine.model.config.vocab_size;
         let template = engine.chat_template.clone();
         let stats = Arc::new(Stats::default());
         let (jobs, queue) = mpsc::channel(config.queue.max(1));

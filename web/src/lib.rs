@@ -138,6 +138,7 @@ impl Session {
             max_binding_bytes: opts.max_binding_bytes.map(|b| b as u64),
             expert_cache_bytes: opts.expert_cache_mb.map(|mb| (mb * 1048576.0) as u64),
             no_expert_prefetch: false,
+            ..Default::default()
         };
         progress.loaded.set(0.0);
         progress.report("load", "", None);

@@ -57,6 +57,31 @@ pub struct Model {
     prefetch: bool,
     /// How the weights of linear layers are stored.
     pub matrices: Matrices,
+    /// Tokens per prefill chunk when the caller names none (see [`prefill_chunk`]).
+    pub prefill_chunk: usize,
+    /// Positions a state may reach: the runtime's cap (`--max-context`) and a sliding window
+    /// we do not implement; `None` for no limit (see [`Model::forward`]).
+    pub max_context: Option<usize>,
+    /// Whether the warning about passing `max_position_embeddings` was given.
+    warned_past_trained: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Working set of a prefill chunk: activations are 0.44 MB per token at MiniMax Text-01
+/// dimensions, so 1 GiB gives chunks of 2416 tokens there and the 8K cap on small models; a
+/// chunk that long keeps a GPU busy either way.
+pub const PREFILL_BUDGET_BYTES: u64 = 1 << 30;
+
+/// The default prefill chunk: as many tokens as keep a chunk's activations within `budget`
+/// bytes and its largest tensor within `max_binding` bytes (a storage binding), between 16
+/// and 8192, a multiple of 16. A prompt is fed a chunk at a time (feeding it in pieces gives
+/// the same logits), so prefill memory is bounded whatever the prompt's length: only the KV
+/// cache, and the logits of every position when they are asked for, grow with it.
+pub fn prefill_chunk(config: &ModelConfig, budget: u64, max_binding: Option<u64>) -> usize {
+    let (all, largest) = config.prefill_bytes_per_token();
+    let by_budget = budget / all.max(1);
+    let by_binding = max_binding.map_or(u64::MAX, |b| b / largest.max(1));
+    let chunk = by_budget.min(by_binding).clamp(16, 8192) as usize;
+    chunk / 16 * 16
 }
 
 /// How the big matrices are stored on the device.
@@ -218,7 +243,12 @@ impl Model {
             }
             (None, _) => None,
         };
+        let prefill_chunk = prefill_chunk(&config, PREFILL_BUDGET_BYTES, max_binding_bytes);
+        let max_context = config.sliding_window;
         Ok(Self {
+            prefill_chunk,
+            max_context,
+            warned_past_trained: Default::default(),
             config,
             device: device.clone(),
             embed,
@@ -291,13 +321,18 @@ impl Model {
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(RuntimeError::TokenOutOfRange { id, vocab }.into());
         }
+        // The trained length is information, not a wall: RoPE and the lightning decay extend
+        // past it (how well is the model's business), so it is said once. Walls are a cap the
+        // runtime was given and a sliding window, which attention here does not implement.
         let needed = state.position + t;
-        let max = self
-            .config
-            .sliding_window
-            .map_or(self.config.max_position_embeddings, |w| w.min(self.config.max_position_embeddings));
-        if needed > max {
+        if let Some(max) = self.max_context
+            && needed > max
+        {
             return Err(RuntimeError::ContextOverflow { needed, max }.into());
+        }
+        let trained = self.config.max_position_embeddings;
+        if needed > trained && !self.warned_past_trained.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!("the context passes the {trained} positions the model was trained for ({needed}); continuing");
         }
         let mut x = self.embed_tokens(tokens);
 
