@@ -56,6 +56,20 @@ fn run_prints_greedy_ids() {
 }
 
 #[test]
+fn run_stats_report_time_to_first_token() {
+    // A prompt of 5 chunks of 2 tokens: chunked prefill, then the statistics on stderr.
+    let (ok, out, err) = run(&[
+        "run", "--backend", "cpu", "--tokens", "1,2,3,4,5,6,7,8,9,10", "--prefill-chunk", "2", "--max-tokens", "4",
+        "--ignore-eos", "--format", "ids", "--stats",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim().split(',').count(), 4, "{out}");
+    assert!(err.contains("10 prompt + 4 generated tokens"), "{err}");
+    let ttft = err.lines().find(|l| l.starts_with("time to first token ")).unwrap_or_else(|| panic!("{err}"));
+    assert!(ttft.contains("prompt tokens/s), then ") && ttft.ends_with(" tokens/s"), "{ttft}");
+}
+
+#[test]
 fn run_streams_text_from_a_prompt() {
     let model = fixture("minimax-7to1");
     let (ok, out, err) = run(&[

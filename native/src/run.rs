@@ -47,11 +47,23 @@ pub fn main(args: Args) -> Result<()> {
     };
     let options = args.sampling.options(args.prefill_chunk);
     let mut state = engine.new_state();
+    // A prompt of several chunks gets a progress bar (drawn only when stderr is a terminal).
+    let chunk = args.prefill_chunk.unwrap_or(engine.model.prefill_chunk);
+    let bar = if prompt.len() > chunk { indicatif::ProgressBar::new(prompt.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("prompt {bar:30} {pos}/{len} tokens {per_sec} eta {eta}")
+            .expect("a valid template"),
+    );
+    let mut on_prefill = |fed: usize| bar.set_position(fed as u64);
     let started = std::time::Instant::now();
+    let mut first_token = None;
     let mut out = std::io::stdout().lock();
     let generated = match args.format {
         Format::Ids => {
-            let g = pollster::block_on(engine.generate(&mut state, &prompt, &options, |_| true))?;
+            let g = pollster::block_on(engine.generate_with(&mut state, &prompt, &options, &mut on_prefill, |_| {
+                first_token.get_or_insert_with(|| started.elapsed());
+                true
+            }))?;
             let ids: Vec<String> = g.tokens.iter().map(u32::to_string).collect();
             writeln!(out, "{}", ids.join(","))?;
             g
@@ -64,7 +76,8 @@ pub fn main(args: Args) -> Result<()> {
                 write!(out, "{text}")?;
                 out.flush()?;
             }
-            let g = pollster::block_on(engine.generate(&mut state, &prompt, &options, |id| {
+            let g = pollster::block_on(engine.generate_with(&mut state, &prompt, &options, &mut on_prefill, |id| {
+                first_token.get_or_insert_with(|| started.elapsed());
                 let shown = stream
                     .push(id)
                     .map_err(|e| e.to_string())
@@ -89,6 +102,7 @@ pub fn main(args: Args) -> Result<()> {
             g
         }
     };
+    bar.finish_and_clear();
     tracing::info!(tokens = generated.tokens.len(), stop = ?generated.stop, "done");
     if args.stats {
         let seconds = started.elapsed().as_secs_f64();
@@ -98,6 +112,16 @@ pub fn main(args: Args) -> Result<()> {
             generated.tokens.len(),
             engine.selected.describe()
         );
+        // The first token comes after the whole prompt; the rest one forward step each.
+        if let Some(first) = first_token {
+            let first = first.as_secs_f64();
+            let rest = generated.tokens.len().saturating_sub(1);
+            eprintln!(
+                "time to first token {first:.3} s ({:.1} prompt tokens/s), then {} tokens/s",
+                prompt.len() as f64 / first,
+                if rest > 0 { format!("{:.1}", rest as f64 / (seconds - first).max(1e-9)) } else { "—".into() }
+            );
+        }
         match engine.expert_stats() {
             Some((s, slots)) => eprintln!(
                 "expert cache: {slots} slots; {} hits, {} misses ({:.1}% hits), {} evictions, {:.1} MiB streamed, {:.3} s stalled, {} prefetched{}",

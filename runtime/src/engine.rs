@@ -330,6 +330,18 @@ impl Engine {
     ) -> Result<Generated, Error> {
         generate(&self.model, state, prompt, options, on_token).await
     }
+
+    /// [`Self::generate`], calling `on_prefill(prompt tokens fed)` as the prompt goes in.
+    pub async fn generate_with(
+        &self,
+        state: &mut State,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_prefill: &mut dyn FnMut(usize),
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<Generated, Error> {
+        crate::generate::generate_with(&self.model, state, prompt, options, on_prefill, on_token).await
+    }
 }
 
 fn matrix_dtype(choice: MatrixDType, selected: &Selected, source: &WeightSource) -> Matrices {

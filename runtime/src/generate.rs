@@ -72,10 +72,23 @@ pub async fn prefill(
     chunk: Option<usize>,
     mode: Logits,
 ) -> Result<Tensor<2>, Error> {
+    prefill_with(model, state, tokens, chunk, mode, &mut |_| {}).await
+}
+
+/// [`prefill`], calling `progress(tokens fed)` after each chunk has been enqueued.
+pub async fn prefill_with(
+    model: &Model,
+    state: &mut State,
+    tokens: &[u32],
+    chunk: Option<usize>,
+    mode: Logits,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Tensor<2>, Error> {
     if tokens.is_empty() {
         return Err(RuntimeError::EmptyInput.into());
     }
     let chunk = chunk.unwrap_or(model.prefill_chunk).max(1);
+    let start = state.position;
     let mut outputs = Vec::new();
     let pieces: Vec<&[u32]> = tokens.chunks(chunk).collect();
     for (i, piece) in pieces.iter().enumerate() {
@@ -85,6 +98,13 @@ pub async fn prefill(
         if mode == Logits::All || last {
             outputs.push(logits);
         }
+        if !last {
+            // Let the device finish the chunk before the next is enqueued: `progress` then
+            // tells the truth on a GPU, and at most one chunk's work is in flight (a sync per
+            // thousands of tokens costs nothing measurable).
+            model.device.sync().map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
+        }
+        progress(state.position - start);
     }
     Ok(Tensor::cat(outputs, 0))
 }
@@ -96,6 +116,19 @@ pub async fn generate(
     state: &mut State,
     prompt: &[u32],
     options: &GenerateOptions,
+    on_token: impl FnMut(u32) -> bool,
+) -> Result<Generated, Error> {
+    generate_with(model, state, prompt, options, &mut |_| {}, on_token).await
+}
+
+/// [`generate`], calling `on_prefill(prompt tokens fed)` as the prompt's chunks go in (for a
+/// progress bar over a long prompt).
+pub async fn generate_with(
+    model: &Model,
+    state: &mut State,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    on_prefill: &mut dyn FnMut(usize),
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generated, Error> {
     let mut sampler = Sampler::new(options.sampling.clone());
@@ -107,7 +140,7 @@ pub async fn generate(
             stop: StopReason::MaxTokens,
         });
     }
-    let mut logits = prefill(model, state, prompt, options.prefill_chunk, Logits::Last).await?;
+    let mut logits = prefill_with(model, state, prompt, options.prefill_chunk, Logits::Last, on_prefill).await?;
     loop {
         let id = next_token(logits, &mut sampler, &history).await?;
         if (options.stop_on_eos && model.config.eos_token_ids.contains(&id)) || options.stop_tokens.contains(&id) {
