@@ -95,14 +95,16 @@ pub async fn prefill_with(
         let last = i + 1 == pieces.len();
         let want = if mode == Logits::All || last { mode } else { Logits::Last };
         let logits = model.forward(piece, state, want).await?;
-        if mode == Logits::All || last {
-            outputs.push(logits);
-        }
         if !last {
             // Let the device finish the chunk before the next is enqueued: `progress` then
-            // tells the truth on a GPU, and at most one chunk's work is in flight (a sync per
-            // thousands of tokens costs nothing measurable).
-            model.device.sync().map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
+            // tells the truth on a GPU, and at most one chunk's work is in flight. One logit
+            // read back per thousands of tokens costs nothing measurable, and an async read
+            // is the wait a browser allows (it cannot block).
+            let done = logits.clone().slice([0..1, 0..1]);
+            done.into_data_async().await.map_err(|e| RuntimeError::Readback(e.to_string()))?;
+        }
+        if mode == Logits::All || last {
+            outputs.push(logits);
         }
         progress(state.position - start);
     }

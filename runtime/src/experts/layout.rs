@@ -113,10 +113,16 @@ impl ExpertLayout {
         let (c, f) = (self.hidden, self.ffn);
         assert_eq!((w1.len(), w3.len(), w2.len()), (f * c, f * c, c * f), "expert matrix sizes");
         let q = |v: &[f32]| crate::weights::quantize::quantize(self.dtype, v);
-        let mut out = q(w1);
-        out.extend(q(w3));
+        self.assemble(&[q(w1), q(w3)].concat(), &q(w2))
+    }
+
+    /// A record from its two matrices already in the record's format: `gate_up` (w1's rows,
+    /// then w3's) and `down`.
+    pub fn assemble(&self, gate_up: &[u8], down: &[u8]) -> Vec<u8> {
+        assert_eq!((gate_up.len(), down.len()), (self.gate_up().bytes(), self.down().bytes()), "expert matrix bytes");
+        let mut out = gate_up.to_vec();
         out.resize(self.down().offset, 0);
-        out.extend(q(w2));
+        out.extend_from_slice(down);
         out.resize(self.bytes(), 0);
         out
     }

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use super::{ExpertLayout, ExpertSource};
 use crate::error::WeightsError;
-use crate::weights::{MOE_PREFIXES, Names, TensorStore};
+use crate::weights::quant::q4_0_to_q4_1;
+use crate::weights::quantize::quantize;
+use crate::weights::{MOE_PREFIXES, Names, RawTensor, StoredDType, TensorStore};
 
 /// How one layer stores its experts.
 #[derive(Debug, Clone)]
@@ -75,30 +77,50 @@ pub(crate) fn expert_tensor_names(layer: usize, stored: &Stored, e: usize) -> Ve
     }
 }
 
-/// One expert's record: its three matrices read (only its rows of a fused tensor), widened to
-/// f32 and encoded. Both layouts give the same f32 values, hence the same record.
+/// Whether a matrix stored as `stored` goes into a record of `record` format without being
+/// quantized a second time: floats are quantized once, blocks are kept as stored (Q4_0 is
+/// rewritten losslessly as Q4_1), as the linear layers keep them.
+fn keeps_blocks(stored: StoredDType, record: StoredDType) -> bool {
+    !stored.is_quantized() || stored == record || (stored, record) == (StoredDType::Q4_0, StoredDType::Q4_1)
+}
+
+/// A matrix in the record's format: its blocks as stored, or Q4_0 rewritten as Q4_1, or
+/// floats quantized (also the fallback for the rare Q4_0 block whose Q4_1 form overflows f16).
+fn record_matrix(raw: RawTensor, format: StoredDType) -> Vec<u8> {
+    if raw.dtype == format {
+        return raw.bytes.into_owned();
+    }
+    if (raw.dtype, format) == (StoredDType::Q4_0, StoredDType::Q4_1)
+        && let Some(bytes) = q4_0_to_q4_1(&raw.bytes)
+    {
+        return bytes;
+    }
+    quantize(format, &raw.to_f32())
+}
+
+/// One expert's record: its three matrices read (only its rows of a fused tensor) and put in
+/// the record's format. Both layouts give the same values, hence the same record.
 pub(crate) fn encode_expert(store: &dyn TensorStore, layout: &ExpertLayout, layer: usize, stored: &Stored, x: usize, e: usize) -> Result<Vec<u8>, WeightsError> {
     let (n, c, f) = (Names, layout.hidden, layout.ffn);
     let missing = |name: String, expected: Vec<usize>| WeightsError::Missing { name, expected };
-    let read = |name: String, shape: [usize; 2]| -> Result<Vec<f32>, WeightsError> {
-        Ok(store.get(&name)?.ok_or_else(|| missing(name, shape.to_vec()))?.to_f32())
+    let read = |name: String, shape: [usize; 2]| -> Result<Vec<u8>, WeightsError> {
+        Ok(record_matrix(store.get(&name)?.ok_or_else(|| missing(name, shape.to_vec()))?, layout.dtype))
     };
-    let rows = |name: String, start: usize, count: usize, cols: usize| -> Result<Vec<f32>, WeightsError> {
-        Ok(store.get_rows(&name, start, count, cols)?.ok_or_else(|| missing(name, vec![e, count, cols]))?.to_f32())
+    let rows = |name: String, start: usize, count: usize, cols: usize| -> Result<Vec<u8>, WeightsError> {
+        Ok(record_matrix(store.get_rows(&name, start, count, cols)?.ok_or_else(|| missing(name, vec![e, count, cols]))?, layout.dtype))
     };
     Ok(match *stored {
         Stored::PerExpert(p) => {
             let w1 = read(n.expert(layer, p, x, "w1"), [f, c])?;
             let w3 = read(n.expert(layer, p, x, "w3"), [f, c])?;
             let w2 = read(n.expert(layer, p, x, "w2"), [c, f])?;
-            layout.encode(&w1, &w3, &w2)
+            layout.assemble(&[w1, w3].concat(), &w2)
         }
         Stored::Fused(p) => {
             // gate_up rows 0..F are w1 and F..2F are w3, as in the record.
             let gate_up = rows(n.fused_experts(layer, p, "gate_up_proj"), x * 2 * f, 2 * f, c)?;
             let down = rows(n.fused_experts(layer, p, "down_proj"), x * c, c, f)?;
-            let (w1, w3) = gate_up.split_at(f * c);
-            layout.encode(w1, w3, &down)
+            layout.assemble(&gate_up, &down)
         }
     })
 }
@@ -123,18 +145,30 @@ impl std::fmt::Debug for StoreExperts {
 impl StoreExperts {
     /// The experts of `layers` layers of `experts` experts each, with hidden size and FFN size
     /// as in `layout`. `None` when the checkpoint has no experts in a layout we read, or
-    /// stores them as blocks (those are used as stored, never quantized again).
+    /// stores some as blocks of another format than `layout`'s (blocks are used as stored,
+    /// never quantized again: a GGUF's Q8_0 experts make Q8_0 records, its Q4_0 ones Q4_1).
     pub fn new(store: Arc<dyn TensorStore>, layout: ExpertLayout, layers: usize, experts: usize) -> Result<Option<Self>, WeightsError> {
         let plan = plan_layers(store.as_ref(), layers, [layout.hidden, layout.ffn, experts])?;
-        let Some((layer, stored)) = plan.first() else { return Ok(None) };
-        let first = match stored {
-            Stored::PerExpert(p) => Names.expert(*layer, p, 0, "w1"),
-            Stored::Fused(p) => Names.fused_experts(*layer, p, "gate_up_proj"),
-        };
-        if store.dtype_of(&first)?.is_some_and(|d| d.is_quantized()) {
+        if plan.is_empty() {
             return Ok(None);
         }
+        for (layer, stored) in &plan {
+            for name in expert_tensor_names(*layer, stored, experts) {
+                if store.dtype_of(&name)?.is_some_and(|d| !keeps_blocks(d, layout.dtype)) {
+                    return Ok(None);
+                }
+            }
+        }
         Ok(Some(Self { store, layout, experts, plan: plan.into_iter().collect(), ready: Mutex::new(HashMap::new()) }))
+    }
+
+    /// The record format of a checkpoint's experts: that of their blocks when they are stored
+    /// as blocks (Q4_0 as Q4_1), else `None` (floats take the linear layers' format).
+    pub fn stored_format(store: &dyn TensorStore, layers: usize, [c, f, e]: [usize; 3]) -> Result<Option<StoredDType>, WeightsError> {
+        let plan = plan_layers(store, layers, [c, f, e])?;
+        let Some((layer, stored)) = plan.first() else { return Ok(None) };
+        let first = &expert_tensor_names(*layer, stored, e)[0];
+        Ok(store.dtype_of(first)?.filter(|d| d.is_quantized()).map(|d| if d == StoredDType::Q4_0 { StoredDType::Q4_1 } else { d }))
     }
 
     /// The layers that have experts.

@@ -118,10 +118,10 @@ pub struct StreamedExperts {
 
 /// A checkpoint's experts as records in one GPU pool per layer (or a few), all resident, when
 /// the model runs on a GPU: decode then routes on the device with no host read-back (see
-/// [`crate::experts::store_source`]). `None` on the CPU backend, for models without experts,
-/// for experts stored as blocks (a GGUF's, which are used as stored), and where one expert's
-/// record would not fit a storage binding (the experts' matrices are then split into row
-/// blocks instead).
+/// [`crate::experts::store_source`]). Experts stored as blocks (a GGUF's) keep their blocks.
+/// `None` on the CPU backend, for models without experts, for blocks our kernels do not read
+/// or of mixed formats, and where one expert's record would not fit a storage binding (the
+/// experts' matrices are then split into row blocks instead).
 fn resident_experts(
     config: &ModelConfig,
     source: &WeightSource,
@@ -132,7 +132,13 @@ fn resident_experts(
     let (Ffn::Moe(moe), true) = (&config.ffn, uses_wgsl(device)) else {
         return Ok(None);
     };
-    let Ok(layout) = ExpertLayout::new(matrices.linear(), config.hidden_size, moe.intermediate_size) else {
+    // Experts stored as blocks keep their format (a GGUF's); floats take the linear layers'.
+    let (c, f) = (config.hidden_size, moe.intermediate_size);
+    let format = match source {
+        WeightSource::Files(store) => StoreExperts::stored_format(store.as_ref(), config.num_layers(), [c, f, moe.num_experts])?,
+        WeightSource::Random { .. } => None,
+    };
+    let Ok(layout) = ExpertLayout::new(format.unwrap_or(matrices.linear()), c, f) else {
         return Ok(None);
     };
     if layout.slot_bytes() as u64 > max_binding_bytes.unwrap_or(u64::MAX).min(1 << 31) {
