@@ -28,22 +28,25 @@ fn sync(t: Tensor<1>) -> Result<()> {
     Ok(())
 }
 
-/// Seconds per call of `f`: `batch` calls queued back to back, then one sync; the median over
-/// `rounds` such batches, after one warm-up batch.
-fn time_batched(batch: usize, rounds: usize, f: &mut dyn FnMut() -> Result<Tensor<1>>) -> Result<f64> {
-    let mut times = Vec::new();
+/// `(host, total)` seconds per call of `f`: `batch` calls queued back to back (host: until
+/// the last returned), then one sync (total: until it is done); medians over `rounds` such
+/// batches, after one warm-up batch.
+fn time_batched(batch: usize, rounds: usize, f: &mut dyn FnMut() -> Result<Tensor<1>>) -> Result<(f64, f64)> {
+    let (mut host, mut total) = (Vec::new(), Vec::new());
     for round in 0..=rounds {
         let start = Instant::now();
         let mut last = None;
         for _ in 0..batch {
             last = Some(f()?);
         }
+        let enqueued = start.elapsed().as_secs_f64();
         sync(last.expect("batch > 0"))?;
         if round > 0 {
-            times.push(start.elapsed().as_secs_f64() / batch as f64);
+            host.push(enqueued / batch as f64);
+            total.push(start.elapsed().as_secs_f64() / batch as f64);
         }
     }
-    Ok(median(times))
+    Ok((median(host), median(total)))
 }
 
 /// The roofline: bytes per second of `stream_read` over a buffer of `bytes` (rounded to
@@ -52,7 +55,7 @@ pub fn roofline(model: &Model, bytes: u64) -> Result<f64> {
     let n = (bytes / 16 * 4) as usize;
     let data = Tensor::<1>::random([n], Distribution::Uniform(-1.0, 1.0), &model.device);
     let threads = 256 * 8192;
-    let seconds = time_batched(10, 5, &mut || Ok(stream_read(&data, threads)?))?;
+    let (_, seconds) = time_batched(10, 5, &mut || Ok(stream_read(&data, threads)?))?;
     Ok((n * 4) as f64 / seconds)
 }
 
@@ -127,23 +130,8 @@ pub fn profile_decode(model: &Model, state: &mut State, steps: usize) -> Result<
 /// workgroup reading 64 floats into a new output, as a decode kernel allocates its own), over
 /// runs of 1000 launches: what a decode step pays per launch on top of the work.
 fn launch_cost(model: &Model) -> Result<(f64, f64)> {
-    const RUN: usize = 1000;
     let data = Tensor::<1>::zeros([64], &model.device);
-    let (mut host, mut total) = (Vec::new(), Vec::new());
-    for round in 0..4 {
-        let start = Instant::now();
-        let mut last = None;
-        for _ in 0..RUN {
-            last = Some(stream_read(&data, 16)?);
-        }
-        let enqueued = start.elapsed().as_secs_f64();
-        sync(last.expect("RUN > 0"))?;
-        if round > 0 {
-            host.push(enqueued / RUN as f64);
-            total.push(start.elapsed().as_secs_f64() / RUN as f64);
-        }
-    }
-    Ok((median(host), median(total)))
+    time_batched(1000, 3, &mut || Ok(stream_read(&data, 16)?))
 }
 
 /// One decode-kernel measurement: a weight shape in a format, under one launch variant.
@@ -189,7 +177,7 @@ pub fn kernels(model: &Model, subgroups: bool) -> Result<Vec<KernelRow>> {
             let m = QMatrix { dtype, rows: n, cols: k, offset: 0 };
             for launch in &launches {
                 let mut i = 0;
-                let seconds = time_batched(40, 5, &mut || {
+                let (_, seconds) = time_batched(40, 5, &mut || {
                     i += 1;
                     let pool = weights[i % copies].pool();
                     let mode = XMode::Rows { per: 1 };

@@ -17,9 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use super::{ExpertLayout, ExpertSource};
 use crate::error::WeightsError;
-use crate::weights::quant::q4_0_to_q4_1;
-use crate::weights::quantize::quantize;
-use crate::weights::{MOE_PREFIXES, Names, RawTensor, StoredDType, TensorStore};
+use crate::weights::quantized::to_blocks;
+use crate::weights::{MOE_PREFIXES, Names, StoredDType, TensorStore};
 
 /// How one layer stores its experts.
 #[derive(Debug, Clone)]
@@ -78,24 +77,10 @@ pub(crate) fn expert_tensor_names(layer: usize, stored: &Stored, e: usize) -> Ve
 }
 
 /// Whether a matrix stored as `stored` goes into a record of `record` format without being
-/// quantized a second time: floats are quantized once, blocks are kept as stored (Q4_0 is
-/// rewritten losslessly as Q4_1), as the linear layers keep them.
+/// quantized a second time: floats are quantized once, blocks are kept as the kernels run
+/// them ([`StoredDType::runs_as`]), as the linear layers keep them.
 fn keeps_blocks(stored: StoredDType, record: StoredDType) -> bool {
-    !stored.is_quantized() || stored == record || (stored, record) == (StoredDType::Q4_0, StoredDType::Q4_1)
-}
-
-/// A matrix in the record's format: its blocks as stored, or Q4_0 rewritten as Q4_1, or
-/// floats quantized (also the fallback for the rare Q4_0 block whose Q4_1 form overflows f16).
-fn record_matrix(raw: RawTensor, format: StoredDType) -> Vec<u8> {
-    if raw.dtype == format {
-        return raw.bytes.into_owned();
-    }
-    if (raw.dtype, format) == (StoredDType::Q4_0, StoredDType::Q4_1)
-        && let Some(bytes) = q4_0_to_q4_1(&raw.bytes)
-    {
-        return bytes;
-    }
-    quantize(format, &raw.to_f32())
+    stored.runs_as().is_none_or(|r| r == record)
 }
 
 /// One expert's record: its three matrices read (only its rows of a fused tensor) and put in
@@ -104,10 +89,10 @@ pub(crate) fn encode_expert(store: &dyn TensorStore, layout: &ExpertLayout, laye
     let (n, c, f) = (Names, layout.hidden, layout.ffn);
     let missing = |name: String, expected: Vec<usize>| WeightsError::Missing { name, expected };
     let read = |name: String, shape: [usize; 2]| -> Result<Vec<u8>, WeightsError> {
-        Ok(record_matrix(store.get(&name)?.ok_or_else(|| missing(name, shape.to_vec()))?, layout.dtype))
+        Ok(to_blocks(store.get(&name)?.ok_or_else(|| missing(name, shape.to_vec()))?, layout.dtype))
     };
     let rows = |name: String, start: usize, count: usize, cols: usize| -> Result<Vec<u8>, WeightsError> {
-        Ok(record_matrix(store.get_rows(&name, start, count, cols)?.ok_or_else(|| missing(name, vec![e, count, cols]))?, layout.dtype))
+        Ok(to_blocks(store.get_rows(&name, start, count, cols)?.ok_or_else(|| missing(name, vec![e, count, cols]))?, layout.dtype))
     };
     Ok(match *stored {
         Stored::PerExpert(p) => {
@@ -143,15 +128,17 @@ impl std::fmt::Debug for StoreExperts {
 }
 
 impl StoreExperts {
-    /// The experts of `layers` layers of `experts` experts each, with hidden size and FFN size
-    /// as in `layout`. `None` when the checkpoint has no experts in a layout we read, or
-    /// stores some as blocks of another format than `layout`'s (blocks are used as stored,
-    /// never quantized again: a GGUF's Q8_0 experts make Q8_0 records, its Q4_0 ones Q4_1).
-    pub fn new(store: Arc<dyn TensorStore>, layout: ExpertLayout, layers: usize, experts: usize) -> Result<Option<Self>, WeightsError> {
-        let plan = plan_layers(store.as_ref(), layers, [layout.hidden, layout.ffn, experts])?;
-        if plan.is_empty() {
-            return Ok(None);
-        }
+    /// The experts of `layers` layers of `experts` experts each, with hidden size `c` and FFN
+    /// size `f`, as records in the format their blocks run as when they are stored as blocks
+    /// (never quantized again: a GGUF's Q8_0 experts make Q8_0 records, its Q4_0 ones Q4_1),
+    /// else in `float_format`. `None` when the checkpoint has no experts in a layout we read,
+    /// stores them as blocks of mixed formats, or records cannot take the format.
+    pub fn new(store: Arc<dyn TensorStore>, float_format: StoredDType, [c, f, experts]: [usize; 3], layers: usize) -> Result<Option<Self>, WeightsError> {
+        let plan = plan_layers(store.as_ref(), layers, [c, f, experts])?;
+        let Some((layer, stored)) = plan.first() else { return Ok(None) };
+        let first = &expert_tensor_names(*layer, stored, experts)[0];
+        let format = store.dtype_of(first)?.and_then(StoredDType::runs_as).unwrap_or(float_format);
+        let Ok(layout) = ExpertLayout::new(format, c, f) else { return Ok(None) };
         for (layer, stored) in &plan {
             for name in expert_tensor_names(*layer, stored, experts) {
                 if store.dtype_of(&name)?.is_some_and(|d| !keeps_blocks(d, layout.dtype)) {
@@ -160,15 +147,6 @@ impl StoreExperts {
             }
         }
         Ok(Some(Self { store, layout, experts, plan: plan.into_iter().collect(), ready: Mutex::new(HashMap::new()) }))
-    }
-
-    /// The record format of a checkpoint's experts: that of their blocks when they are stored
-    /// as blocks (Q4_0 as Q4_1), else `None` (floats take the linear layers' format).
-    pub fn stored_format(store: &dyn TensorStore, layers: usize, [c, f, e]: [usize; 3]) -> Result<Option<StoredDType>, WeightsError> {
-        let plan = plan_layers(store, layers, [c, f, e])?;
-        let Some((layer, stored)) = plan.first() else { return Ok(None) };
-        let first = &expert_tensor_names(*layer, stored, e)[0];
-        Ok(store.dtype_of(first)?.filter(|d| d.is_quantized()).map(|d| if d == StoredDType::Q4_0 { StoredDType::Q4_1 } else { d }))
     }
 
     /// The layers that have experts.

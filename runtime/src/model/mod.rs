@@ -132,25 +132,19 @@ fn resident_experts(
     let (Ffn::Moe(moe), true) = (&config.ffn, uses_wgsl(device)) else {
         return Ok(None);
     };
+    let (c, f, e) = (config.hidden_size, moe.intermediate_size, moe.num_experts);
+    let fits = |layout: &ExpertLayout| layout.slot_bytes() as u64 <= max_binding_bytes.unwrap_or(u64::MAX).min(1 << 31);
     // Experts stored as blocks keep their format (a GGUF's); floats take the linear layers'.
-    let (c, f) = (config.hidden_size, moe.intermediate_size);
-    let format = match source {
-        WeightSource::Files(store) => StoreExperts::stored_format(store.as_ref(), config.num_layers(), [c, f, moe.num_experts])?,
-        WeightSource::Random { .. } => None,
-    };
-    let Ok(layout) = ExpertLayout::new(format.unwrap_or(matrices.linear()), c, f) else {
-        return Ok(None);
-    };
-    if layout.slot_bytes() as u64 > max_binding_bytes.unwrap_or(u64::MAX).min(1 << 31) {
-        return Ok(None);
-    }
     let source: Arc<dyn ExpertSource> = match source {
-        WeightSource::Files(store) => match StoreExperts::new(store.clone(), layout, config.num_layers(), moe.num_experts)? {
-            Some(experts) => Arc::new(experts),
-            None => return Ok(None),
+        WeightSource::Files(store) => match StoreExperts::new(store.clone(), matrices.linear(), [c, f, e], config.num_layers())? {
+            Some(experts) if fits(&experts.layout()) => Arc::new(experts),
+            _ => return Ok(None),
         },
         // Synthetic benchmark models: random records (a few distinct ones, shared).
-        WeightSource::Random { std } => Arc::new(SyntheticExperts::new(layout, moe.num_experts, 16, *std as f32)),
+        WeightSource::Random { std } => match ExpertLayout::new(matrices.linear(), c, f) {
+            Ok(layout) if fits(&layout) => Arc::new(SyntheticExperts::new(layout, e, 16, *std as f32)),
+            _ => return Ok(None),
+        },
     };
     Ok(Some(StreamedExperts { source, budget_bytes: u64::MAX, prefetch: false }))
 }

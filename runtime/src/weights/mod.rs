@@ -211,11 +211,7 @@ impl WeightSource {
         let n = Names;
         let candidates = [n.lm_head(), n.attn(0, "q_proj"), n.attn(0, "qkv_proj")];
         let name = candidates.iter().find(|name| set.contains(name))?;
-        match set.dtype_of(name).ok()?? {
-            StoredDType::Q8_0 => Some(StoredDType::Q8_0),
-            StoredDType::Q4_0 | StoredDType::Q4_1 => Some(StoredDType::Q4_1),
-            _ => None,
-        }
+        set.dtype_of(name).ok()??.runs_as()
     }
 
     /// Whether the embedding table is stored as f16, so that f16 holds it exactly (random

@@ -52,6 +52,16 @@ impl StoredDType {
         self.block_elems() > 1
     }
 
+    /// The block format the kernels run a stored one as (blocks are never quantized again):
+    /// Q8_0 as stored, Q4_0 (rewritten losslessly) and Q4_1 as Q4_1; `None` for floats.
+    pub const fn runs_as(self) -> Option<Self> {
+        match self {
+            StoredDType::Q8_0 => Some(StoredDType::Q8_0),
+            StoredDType::Q4_0 | StoredDType::Q4_1 => Some(StoredDType::Q4_1),
+            _ => None,
+        }
+    }
+
     /// Bytes of one row of `cols` elements; `None` unless `cols` is a whole number of blocks.
     pub const fn row_bytes(self, cols: usize) -> Option<usize> {
         if cols % self.block_elems() == 0 {

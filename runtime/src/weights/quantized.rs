@@ -10,7 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::quant::{dequantize, q4_0_to_q4_1};
 use super::quantize::quantize;
-use super::{Loader, STAGING_BYTES, StoredDType, WeightSource};
+use super::{Loader, RawTensor, STAGING_BYTES, StoredDType, WeightSource};
 use crate::error::WeightsError;
 use crate::experts::QMatrix;
 use crate::experts::synthetic::random_matrix;
@@ -90,16 +90,22 @@ impl Loader<'_> {
             expected: vec![stored, cols],
         })?;
         self.report(raw.bytes.len());
-        if raw.dtype == q {
-            return Ok(raw.bytes.into_owned());
-        }
-        if (raw.dtype, q) == (StoredDType::Q4_0, StoredDType::Q4_1)
-            && let Some(bytes) = q4_0_to_q4_1(&raw.bytes)
-        {
-            return Ok(bytes);
-        }
-        Ok(quantize(q, &raw.to_f32()))
+        Ok(to_blocks(raw, q))
     }
+}
+
+/// `raw` as `q` blocks: its blocks as stored, or Q4_0 rewritten losslessly as Q4_1, or its
+/// values quantized (floats, and the rare Q4_0 block whose Q4_1 form overflows f16).
+pub(crate) fn to_blocks(raw: RawTensor, q: StoredDType) -> Vec<u8> {
+    if raw.dtype == q {
+        return raw.bytes.into_owned();
+    }
+    if (raw.dtype, q) == (StoredDType::Q4_0, StoredDType::Q4_1)
+        && let Some(bytes) = q4_0_to_q4_1(&raw.bytes)
+    {
+        return bytes;
+    }
+    quantize(q, &raw.to_f32())
 }
 
 /// Rows `start..start + rows` of matrices stacked by rows, cut at matrix boundaries and every
