@@ -81,3 +81,56 @@ fn a_conversation_records_exactly_what_its_state_consumed() {
     let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
     assert!(minimax_tests::max_abs(&a, &b) < 1e-3, "{}", minimax_tests::max_abs(&a, &b));
 }
+
+/// Greedy generation enqueues each step before reading back the token it feeds, and undoes
+/// the one step enqueued past the end. Whatever ends it (the token limit, an end token, the
+/// callback), the tokens and the state must be those of the plain loop: feed a token only
+/// after reading it, never feed the last one. Checked on both layer kinds (the demo model
+/// has lightning layers and a KV cache).
+#[test]
+fn pipelined_greedy_decoding_ends_in_the_state_of_the_plain_loop() {
+    use minimax_runtime::model::Logits;
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo");
+    for backend in backends() {
+        let e = engine_at(&demo, backend);
+        let prompt = minimax_tests::demo_prompt(&e);
+        let logits = |tokens: &[u32], state: &mut minimax_runtime::model::State| {
+            let l = pollster::block_on(e.model.forward(tokens, state, Logits::Last)).unwrap();
+            l.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+        };
+        // The plain loop's 6 greedy tokens.
+        let mut state = e.new_state();
+        let mut row = logits(&prompt, &mut state);
+        let mut plain = Vec::new();
+        for _ in 0..6 {
+            let id = minimax_runtime::sampling::argmax(&row);
+            plain.push(id);
+            row = logits(&[id], &mut state);
+        }
+        // (options, callback stop after n tokens) → tokens returned, tokens fed.
+        let end = plain.iter().position(|&t| t == plain[3]).unwrap();
+        let cases: [(usize, Vec<u32>, usize, usize, usize); 4] = [
+            (4, vec![], usize::MAX, 4, 3),         // the limit: the 4th is not fed
+            (6, vec![plain[3]], usize::MAX, end, end), // an end token: not returned, not fed
+            (6, vec![], 2, 2, 1),                  // the callback stops at the 2nd
+            (1, vec![], usize::MAX, 1, 0),
+        ];
+        for (max_tokens, stop_tokens, cancel_at, returned, fed) in cases {
+            let options = GenerateOptions { max_tokens, stop_on_eos: false, stop_tokens, ..Default::default() };
+            let mut state = e.new_state();
+            let mut seen = 0;
+            let g = pollster::block_on(e.generate(&mut state, &prompt, &options, |_| {
+                seen += 1;
+                seen < cancel_at
+            }))
+            .unwrap();
+            assert_eq!(g.tokens, plain[..returned], "{backend:?} max {max_tokens}");
+            assert_eq!(state.position, prompt.len() + fed, "{backend:?} max {max_tokens}");
+            // The state goes on exactly as one that was fed the same tokens from scratch.
+            let mut fresh = e.new_state();
+            let all: Vec<u32> = prompt.iter().chain(&plain[..fed]).chain(&[42]).copied().collect();
+            let (a, b) = (logits(&[42], &mut state), logits(&all, &mut fresh));
+            assert!(minimax_tests::max_abs(&a, &b) < 1e-3, "{backend:?} max {max_tokens}: {}", minimax_tests::max_abs(&a, &b));
+        }
+    }
+}

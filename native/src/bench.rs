@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::ValueEnum;
 use minimax_runtime::config::{LayerKind, ModelConfig};
 use minimax_runtime::device;
-use minimax_runtime::generate::read_logits;
+use minimax_runtime::generate::{greedy_decode, read_logits};
 use minimax_runtime::model::Logits;
 use minimax_runtime::weights::WeightSource;
 use minimax_runtime::{Engine, ModelFiles};
@@ -236,15 +236,19 @@ pub fn main(args: Args) -> Result<()> {
 
     let mut state = model.new_state();
     let context = prompt(args.context.max(1), vocab, 99);
-    pollster::block_on(async { read_logits(model.forward(&context, &mut state, Logits::Last).await?).await })?;
+    let logits = pollster::block_on(model.forward(&context, &mut state, Logits::Last))?;
     let stats_before = engine.expert_stats();
     let decode_start = Instant::now();
-    // Greedy steps as generation takes them (the next token is picked on the device), after
-    // two untimed ones.
-    let warm = crate::bench_profile::greedy_steps(model, &mut state, 5, 2)?;
-    let steps = crate::bench_profile::greedy_steps(model, &mut state, warm.next, args.decode_tokens.max(1))?;
+    // Greedy decoding as generation runs it (picked on the device, pipelined): the time
+    // between tokens, after three untimed ones (the first waits for the prompt).
+    const UNTIMED: usize = 3;
+    let mut arrivals = Vec::new();
+    pollster::block_on(greedy_decode(model, &mut state, logits, UNTIMED + args.decode_tokens.max(1), |_| {
+        arrivals.push(Instant::now());
+        true
+    }))?;
     let decode_seconds = decode_start.elapsed().as_secs_f64();
-    let step = median(steps.seconds);
+    let step = median(arrivals[UNTIMED - 1..].windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect());
     let streamed = match (stats_before, engine.expert_stats()) {
         (Some((before, _)), Some((after, slots))) => Some((crate::bench_experts::delta(after, before), slots)),
         _ => None,
@@ -320,7 +324,7 @@ pub fn main(args: Args) -> Result<()> {
         println!("| decode  | {:>6} | {:>8.4} | {:>8.2} |", 1, step, 1.0 / step);
         println!();
         println!(
-            "decode reads {} of active weights per token: {gbps:.1} GB/s achieved (context {}, median of {} steps){}",
+            "decode reads {} of active weights per token: {gbps:.1} GB/s achieved (context {}, median of {} pipelined steps){}",
             bytes(active),
             args.context,
             args.decode_tokens,

@@ -75,8 +75,9 @@ pub struct StepProfile {
     pub launch: (f64, f64),
 }
 
-/// One greedy decode step as `generate` takes it: the forward pass, the argmax on the device
-/// and one integer read back. Returns the host seconds until the step was enqueued (before
+/// One greedy decode step, unpipelined (the profile keeps host and device apart; `generate`
+/// enqueues the next step before it reads this one's token): the forward pass, the argmax on
+/// the device and one integer read back. Returns the host seconds until the step was enqueued (before
 /// the read-back waits for the device), and the next token.
 pub fn greedy_step(model: &Model, state: &mut State, token: u32) -> Result<(f64, u32)> {
     let start = Instant::now();
@@ -226,7 +227,7 @@ pub fn print_profile(p: &StepProfile) {
     let n = p.steps as f64;
     println!();
     println!(
-        "decode step: {:.3} ms ({:.3} ms to enqueue on the host), {:.1} launches, {:.3} ms of kernel time on the device{}",
+        "unpipelined decode step: {:.3} ms ({:.3} ms to enqueue on the host), {:.1} launches, {:.3} ms of kernel time on the device{}",
         p.step * 1e3,
         p.enqueue * 1e3,
         p.launches.launches() as f64 / n,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use minimax_runtime::chat::{Conversation, Message};
 
-use crate::common::{ModelArgs, Result, SamplingArgs};
+use crate::common::{ModelArgs, Result, SamplingArgs, prompt_bar};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -108,7 +108,16 @@ pub fn main(args: Args) -> Result<()> {
                     // The template writes the special tokens itself.
                     tokenizer.encode_plain(text)
                 };
-                let generated = pollster::block_on(conversation.reply(model, &template, encode, line, &options, |id| {
+                // A long message (a pasted document) shows its prefill, as `run` does.
+                let bar = std::cell::RefCell::new(None);
+                let chunk = model.prefill_chunk;
+                let mut on_prefill = |fed: usize, of: usize| {
+                    bar.borrow_mut().get_or_insert_with(|| prompt_bar(of, chunk)).set_position(fed as u64);
+                };
+                let generated = pollster::block_on(conversation.reply_with(model, &template, encode, line, &options, &mut on_prefill, |id| {
+                    if let Some(bar) = bar.borrow_mut().take() {
+                        bar.finish_and_clear();
+                    }
                     if let Ok(Some(piece)) = stream.push(id) {
                         if let Err(e) = write!(out, "{piece}").and_then(|_| out.flush()) {
                             failure = Some(e);
@@ -117,6 +126,9 @@ pub fn main(args: Args) -> Result<()> {
                     !interrupted.load(Ordering::SeqCst) && failure.is_none()
                 }));
                 generating.store(false, Ordering::SeqCst);
+                if let Some(bar) = bar.borrow_mut().take() {
+                    bar.finish_and_clear();
+                }
                 let generated = generated?;
                 if let Some(e) = failure {
                     return Err(e.into());

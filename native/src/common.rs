@@ -140,6 +140,17 @@ impl SamplingArgs {
 }
 
 /// Parses `1,2,3` into token ids.
+/// A progress bar over a prompt of `len` tokens fed `chunk` at a time: shown only for a
+/// prompt of several chunks (and only when stderr is a terminal).
+pub fn prompt_bar(len: usize, chunk: usize) -> indicatif::ProgressBar {
+    let bar = if len > chunk { indicatif::ProgressBar::new(len as u64) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("prompt {bar:30} {pos}/{len} tokens {per_sec} eta {eta}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
 pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
     text.split(',')
         .map(str::trim)

@@ -47,13 +47,7 @@ pub fn main(args: Args) -> Result<()> {
     };
     let options = args.sampling.options(args.prefill_chunk);
     let mut state = engine.new_state();
-    // A prompt of several chunks gets a progress bar (drawn only when stderr is a terminal).
-    let chunk = args.prefill_chunk.unwrap_or(engine.model.prefill_chunk);
-    let bar = if prompt.len() > chunk { indicatif::ProgressBar::new(prompt.len() as u64) } else { indicatif::ProgressBar::hidden() };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("prompt {bar:30} {pos}/{len} tokens {per_sec} eta {eta}")
-            .expect("a valid template"),
-    );
+    let bar = crate::common::prompt_bar(prompt.len(), args.prefill_chunk.unwrap_or(engine.model.prefill_chunk));
     let mut on_prefill = |fed: usize| bar.set_position(fed as u64);
     let started = std::time::Instant::now();
     let mut first_token = None;

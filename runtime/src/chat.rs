@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, RuntimeError};
-use crate::generate::{GenerateOptions, Generated, generate};
+use crate::generate::{GenerateOptions, Generated, generate_with};
 use crate::model::{Model, State, snapshot};
 
 /// One chat message.
@@ -178,6 +178,22 @@ impl Conversation {
         options: &GenerateOptions,
         on_token: impl FnMut(u32) -> bool,
     ) -> Result<Generated, Error> {
+        self.reply_with(model, template, encode, user, options, &mut |_, _| {}, on_token).await
+    }
+
+    /// [`reply`](Self::reply), calling `on_prefill(fed, of)` as the new part of the prompt
+    /// (`of` tokens: the turn, or the whole conversation after a reset) goes in by chunks.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn reply_with(
+        &mut self,
+        model: &Model,
+        template: &ChatTemplate,
+        encode: impl Fn(&str) -> Result<Vec<u32>, RuntimeError>,
+        user: &str,
+        options: &GenerateOptions,
+        on_prefill: &mut dyn FnMut(usize, usize),
+        on_token: impl FnMut(u32) -> bool,
+    ) -> Result<Generated, Error> {
         self.messages.push(Message::new("user", user));
         let ids = encode(&template.render(&self.messages, true)?)?;
         if !ids.starts_with(&self.fed) || ids.len() == self.fed.len() {
@@ -185,7 +201,9 @@ impl Conversation {
             self.fed.clear();
         }
         let new = ids[self.fed.len()..].to_vec();
-        let generated = generate(model, &mut self.state, &new, options, on_token).await?;
+        let of = new.len();
+        let generated =
+            generate_with(model, &mut self.state, &new, options, &mut |fed| on_prefill(fed, of), on_token).await?;
         // The last token of a reply cut by max_tokens or a cancel was sampled but never fed:
         // the state's position says how many were.
         let consumed = self.state.position.saturating_sub(ids.len()).min(generated.tokens.len());

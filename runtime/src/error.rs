@@ -71,6 +71,16 @@ pub enum RuntimeError {
     Gpu(String),
     #[error("reading a tensor back failed: {0}")]
     Readback(String),
+    /// The device could not allocate memory for work that was enqueued (reported at the read
+    /// that waited for it).
+    #[error(
+        "the GPU could not allocate {} for this step: feed long prompts in smaller chunks (--prefill-chunk), cap the context (--max-context), or store the matrices smaller (--dtype q8 or q4)",
+        crate::error::human_bytes(*bytes)
+    )]
+    DeviceMemory { bytes: u64 },
+    /// The device stopped working (a driver reset, a fault, a browser tab losing its adapter).
+    #[error("the GPU device was lost ({0}); restart the program (reload the page in a browser)")]
+    DeviceLost(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("chat template: {0}")]
@@ -95,3 +105,71 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl RuntimeError {
+    /// The error of a failed read-back. cubecl reports there what went wrong with the work
+    /// the read waited for, as a message of several lines with a backtrace: an allocation
+    /// that failed becomes [`Self::DeviceMemory`], a lost or poisoned device
+    /// [`Self::DeviceLost`], anything else the message's first lines, without the backtrace.
+    pub fn readback(e: impl std::fmt::Display) -> Self {
+        let text = e.to_string();
+        // cubecl's allocation failures: "can't allocate buffer of size: N", "out of device
+        // memory allocating N bytes", "Can't allocate N bytes: …", "No room for N bytes …".
+        let size = ["allocate buffer of size: ", "out of device memory allocating ", "Can't allocate ", "No room for "]
+            .iter()
+            .find_map(|key| text.split_once(key))
+            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
+        if let Some(bytes) = size {
+            return Self::DeviceMemory { bytes };
+        }
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with("Backtrace") && !l.starts_with("stack backtrace"))
+            .filter(|l| !l.is_empty() && *l != "Caused by:")
+            .collect();
+        let short = lines.join(": ");
+        let lower = short.to_lowercase();
+        if lower.contains("device is poisoned") || lower.contains("device lost") || lower.contains("device was lost") {
+            return Self::DeviceLost(short);
+        }
+        Self::Readback(short)
+    }
+}
+
+/// `n` bytes for people: "3.00 GiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} bytes") } else { format!("{v:.2} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages as cubecl 0.11 prints them (`ServerError::Io(IoError::…)` with their
+    /// backtraces) become one line each.
+    #[test]
+    fn readback_failures_become_one_line() {
+        let too_big = "An IO error happened\nCaused by:\n  can't allocate buffer of size: 3221225472\n   0: cubecl_runtime::memory\n   1: …";
+        let e = RuntimeError::readback(too_big);
+        assert!(matches!(e, RuntimeError::DeviceMemory { bytes: 3221225472 }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("3.00 GiB") && text.contains("--prefill-chunk") && !text.contains('\n'), "{text}");
+        let oom = "An IO error happened\nCaused by:\n  out of device memory allocating 1048576 bytes\nbacktrace";
+        assert!(matches!(RuntimeError::readback(oom), RuntimeError::DeviceMemory { bytes: 1048576 }));
+        let poisoned = "The device is poisoned\nCaused by:\n  illegal address";
+        assert!(matches!(RuntimeError::readback(poisoned), RuntimeError::DeviceLost(_)));
+        let other = "An error happened during execution\nCaused by:\n  something\nBacktrace:\n   0: frames";
+        match RuntimeError::readback(other) {
+            RuntimeError::Readback(m) => assert_eq!(m, "An error happened during execution: something"),
+            e => panic!("{e:?}"),
+        }
+    }
+}

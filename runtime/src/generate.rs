@@ -1,7 +1,11 @@
 //! Prefill and token-by-token generation with streaming: each new token is handed to a
 //! callback as soon as it is sampled, and the callback may stop generation.
 
-use burn::tensor::Tensor;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, RuntimeError};
 use crate::kernels::argmax::argmax;
@@ -55,7 +59,7 @@ pub async fn read_logits(logits: Tensor<2>) -> Result<Vec<f32>, Error> {
     let data = logits
         .into_data_async()
         .await
-        .map_err(|e| RuntimeError::Readback(e.to_string()))?;
+        .map_err(RuntimeError::readback)?;
     Ok(data
         .convert::<f32>()
         .try_to_vec::<f32>()
@@ -101,7 +105,7 @@ pub async fn prefill_with(
             // read back per thousands of tokens costs nothing measurable, and an async read
             // is the wait a browser allows (it cannot block).
             let done = logits.clone().slice([0..1, 0..1]);
-            done.into_data_async().await.map_err(|e| RuntimeError::Readback(e.to_string()))?;
+            done.into_data_async().await.map_err(RuntimeError::readback)?;
         }
         if mode == Logits::All || last {
             outputs.push(logits);
@@ -143,9 +147,27 @@ pub async fn generate_with(
         });
     }
     let mut logits = prefill_with(model, state, prompt, options.prefill_chunk, Logits::Last, on_prefill).await?;
+    let ends = |id: u32| (options.stop_on_eos && model.config.eos_token_ids.contains(&id)) || options.stop_tokens.contains(&id);
+    if sampler.is_greedy() {
+        let mut stop = StopReason::MaxTokens;
+        greedy_decode(model, state, logits, options.max_tokens, |id| {
+            if ends(id) {
+                stop = StopReason::Eos;
+                return false;
+            }
+            tokens.push(id);
+            if !on_token(id) {
+                stop = StopReason::Cancelled;
+                return false;
+            }
+            true
+        })
+        .await?;
+        return Ok(Generated { tokens, stop });
+    }
     loop {
-        let id = next_token(logits, &mut sampler, &history).await?;
-        if (options.stop_on_eos && model.config.eos_token_ids.contains(&id)) || options.stop_tokens.contains(&id) {
+        let id = sampler.sample(&read_logits(logits).await?, &history);
+        if ends(id) {
             return Ok(Generated {
                 tokens,
                 stop: StopReason::Eos,
@@ -169,12 +191,70 @@ pub async fn generate_with(
     }
 }
 
-/// The next token from a `[1, vocab]` logits row. Greedy decoding picks it on the device and
-/// reads back one integer; sampling reads the row back for the host sampler.
-async fn next_token(logits: Tensor<2>, sampler: &mut Sampler, history: &[u32]) -> Result<u32, Error> {
-    if sampler.is_greedy() {
-        let id = crate::model::moe::read_ints(argmax(logits)?).await?;
-        return Ok(id[0] as u32);
+/// Greedy decoding of up to `max_tokens` tokens after `logits` (`[1, vocab]`, the last fed
+/// position's), pipelined: each token is picked on the device, and the step that feeds it is
+/// enqueued *before* it is read back, so the host enqueues step n + 1 while the device still
+/// runs step n, and a step costs the larger of the two instead of their sum.
+///
+/// `accept(id)` sees each token in order and returns whether to go on. The state ends having
+/// fed every token given to `accept` except the last one, exactly as the unpipelined loop
+/// (a token refused, or the last of `max_tokens`, is never fed): the one step enqueued past
+/// the end is undone with [`State::rewind`]. Falls back to reading each id before feeding it
+/// where the id cannot be fed from the device ([`Model::forward_on_device`]), or where feeding
+/// it could pass the context cap before `accept` has seen it.
+pub async fn greedy_decode(
+    model: &Model,
+    state: &mut State,
+    logits: Tensor<2>,
+    max_tokens: usize,
+    mut accept: impl FnMut(u32) -> bool,
+) -> Result<(), Error> {
+    if max_tokens == 0 {
+        return Ok(());
     }
-    Ok(sampler.sample(&read_logits(logits).await?, history))
+    let mut ids = argmax(logits)?;
+    let mut read = start_read(ids.clone());
+    for n in 0..max_tokens {
+        let last = n + 1 == max_tokens;
+        let mut ahead = None;
+        if !last && model.fits(state.position + 1) {
+            let mark = state.mark();
+            if let Some(logits) = model.forward_on_device(ids.clone(), state, Logits::Last).await? {
+                let next = argmax(logits)?;
+                ahead = Some((mark, next.clone(), start_read(next)));
+            }
+        }
+        let id = read.await?[0] as u32;
+        if !accept(id) || last {
+            if let Some((mark, ..)) = ahead {
+                state.rewind(mark);
+            }
+            return Ok(());
+        }
+        ids = match ahead {
+            Some((_, next, next_read)) => {
+                read = next_read;
+                next
+            }
+            None => {
+                let next = argmax(model.forward(&[id], state, Logits::Last).await?)?;
+                read = start_read(next.clone());
+                next
+            }
+        };
+    }
+    Ok(())
+}
+
+type Read = Pin<Box<dyn Future<Output = Result<Vec<usize>, Error>>>>;
+
+/// Starts reading `ids` back and returns the pending values. Burn's reads are lazy futures;
+/// polling this one once enqueues the copy and flushes the queue, so the device works on
+/// while more is enqueued behind it, and awaiting it later only waits for that copy.
+fn start_read(ids: Tensor<1, Int>) -> Read {
+    let mut read: Read = Box::pin(crate::model::moe::read_ints(ids));
+    match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(values) => Box::pin(std::future::ready(values)),
+        Poll::Pending => read,
+    }
 }

@@ -11,7 +11,7 @@ pub mod rope;
 pub mod snapshot;
 pub mod state;
 
-pub use state::{KvCache, LayerState, State};
+pub use state::{KvCache, LayerState, Mark, State};
 
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
@@ -313,28 +313,60 @@ impl Model {
     /// # Shapes
     /// `tokens`: `T` ids → `[T, vocab]` ([`Logits::All`]) or `[1, vocab]` ([`Logits::Last`]).
     pub async fn forward(&self, tokens: &[u32], state: &mut State, logits: Logits) -> Result<Tensor<2>, Error> {
-        let t = tokens.len();
-        if t == 0 {
+        if tokens.is_empty() {
             return Err(RuntimeError::EmptyInput.into());
         }
         let vocab = self.config.vocab_size;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
             return Err(RuntimeError::TokenOutOfRange { id, vocab }.into());
         }
+        self.check_context(state.position + tokens.len())?;
+        self.run(self.embed_tokens(tokens), state, logits).await
+    }
+
+    /// [`forward`](Self::forward) for one token whose id is still on the device, `[1]` (the
+    /// argmax of the step before): greedy decoding feeds it without waiting to read it back.
+    /// The id must be below the vocabulary size, as an argmax over the logits is. `None` when
+    /// the embedding table is split in blocks, whose lookup sorts the ids on the host.
+    pub async fn forward_on_device(
+        &self,
+        id: Tensor<1, Int>,
+        state: &mut State,
+        logits: Logits,
+    ) -> Result<Option<Tensor<2>>, Error> {
+        let parts = self.embed.float_parts().expect("embeddings stay float");
+        if parts.len() != 1 || id.dims() != [1] {
+            return Ok(None);
+        }
+        self.check_context(state.position + 1)?;
+        let x = parts[0].clone().select(0, id);
+        let x = if x.dtype() != DType::F32 { x.cast(DType::F32) } else { x };
+        Ok(Some(self.run(x, state, logits).await?))
+    }
+
+    /// Whether a state may grow to `needed` positions (the runtime's cap, if any).
+    pub fn fits(&self, needed: usize) -> bool {
+        self.max_context.is_none_or(|max| needed <= max)
+    }
+
+    /// Whether a state may grow to `needed` positions; warns once past the trained length.
+    pub fn check_context(&self, needed: usize) -> Result<(), Error> {
         // The trained length is information, not a wall: RoPE and the lightning decay extend
         // past it (how well is the model's business), so it is said once. Walls are a cap the
         // runtime was given and a sliding window, which attention here does not implement.
-        let needed = state.position + t;
-        if let Some(max) = self.max_context
-            && needed > max
-        {
+        if let Some(max) = self.max_context.filter(|_| !self.fits(needed)) {
             return Err(RuntimeError::ContextOverflow { needed, max }.into());
         }
         let trained = self.config.max_position_embeddings;
         if needed > trained && !self.warned_past_trained.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::warn!("the context passes the {trained} positions the model was trained for ({needed}); continuing");
         }
-        let mut x = self.embed_tokens(tokens);
+        Ok(())
+    }
+
+    /// The layers and the head over embedded tokens `x`, `[T, C]` f32.
+    async fn run(&self, mut x: Tensor<2>, state: &mut State, logits: Logits) -> Result<Tensor<2>, Error> {
+        let t = x.dims()[0];
 
         // `x` is the residual stream; `pending` the branch output (and its weights) not yet
         // added to it, so that each combine fuses with the norm that follows.

@@ -134,7 +134,7 @@ pub(crate) async fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<u
     let v = t
         .into_data_async()
         .await
-        .map_err(|e| RuntimeError::Readback(e.to_string()))?
+        .map_err(RuntimeError::readback)?
         .convert::<i64>()
         .try_to_vec::<i64>()
         .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;

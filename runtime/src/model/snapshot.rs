@@ -17,7 +17,7 @@ pub const VERSION: &str = "1";
 
 async fn host(t: Tensor<3>) -> Result<(Vec<usize>, Vec<u8>), Error> {
     let shape = t.dims().to_vec();
-    let data = t.into_data_async().await.map_err(|e| RuntimeError::Readback(e.to_string()))?;
+    let data = t.into_data_async().await.map_err(RuntimeError::readback)?;
     let values = data
         .convert::<f32>()
         .try_to_vec::<f32>()

@@ -68,6 +68,12 @@ impl KvCache {
         self.len = needed;
     }
 
+    /// Forgets every position from `len` on (a no-op if the cache is shorter). The rows stay
+    /// in the buffers, dead, until an append writes over them.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// The whole buffers `[capacity, Hkv, D]` for K and V, of which the first [`Self::len`]
     /// positions are valid (for kernels that take a length, without copying a view).
     pub fn buffers(&self) -> (Tensor<3>, Tensor<3>) {
@@ -91,7 +97,49 @@ pub struct State {
     pub layers: Vec<LayerState>,
 }
 
+/// A point [`State::rewind`] can return to: the position, each lightning state and each KV
+/// length. Cheap to take: the lightning kernels write a new state instead of updating one,
+/// so holding the old tensor copies nothing, and a KV cache only appends, so rows past a
+/// length are simply dead.
+#[derive(Debug, Clone)]
+pub struct Mark {
+    position: usize,
+    layers: Vec<MarkedLayer>,
+}
+
+#[derive(Debug, Clone)]
+enum MarkedLayer {
+    Lightning(Tensor<3>),
+    Softmax(usize),
+}
+
 impl State {
+    /// A mark to [`rewind`](Self::rewind) to, undoing the tokens fed after it.
+    pub fn mark(&self) -> Mark {
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| match layer {
+                LayerState::Lightning(s) => MarkedLayer::Lightning(s.clone()),
+                LayerState::Softmax(cache) => MarkedLayer::Softmax(cache.len()),
+            })
+            .collect();
+        Mark { position: self.position, layers }
+    }
+
+    /// Returns to `mark`, taken from this state: as if no token had been fed since.
+    pub fn rewind(&mut self, mark: Mark) {
+        debug_assert!(mark.position <= self.position && mark.layers.len() == self.layers.len());
+        for (layer, marked) in self.layers.iter_mut().zip(mark.layers) {
+            match (layer, marked) {
+                (LayerState::Lightning(s), MarkedLayer::Lightning(old)) => *s = old,
+                (LayerState::Softmax(cache), MarkedLayer::Softmax(len)) => cache.truncate(len),
+                _ => unreachable!("a mark has the layout of the state it was taken from"),
+            }
+        }
+        self.position = mark.position;
+    }
+
     /// The state before any token.
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
         let layers = config
