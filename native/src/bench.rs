@@ -265,6 +265,10 @@ pub fn main(args: Args) -> Result<()> {
         _ => None,
     };
     let profile = if args.profile { Some(crate::bench_profile::profile_decode(model, &mut state, args.decode_tokens.max(1))?) } else { None };
+    let prefill_profile = match (args.profile, args.prompt_lengths.first()) {
+        (true, Some(&len)) => Some((len, crate::bench_profile::profile_prefill(model, &prompt(len, vocab, 7))?)),
+        _ => None,
+    };
     let subgroups = engine.selected.adapter.as_ref().is_some_and(|a| a.subgroups);
     let kernel_rows = if args.kernels && gpu { crate::bench_profile::kernels(model, subgroups)? } else { Vec::new() };
     let mut active = active_bytes(config, per_weight);
@@ -296,6 +300,11 @@ pub fn main(args: Args) -> Result<()> {
                 "gb_per_s": p.bytes as f64 / p.seconds / 1e9})).collect::<Vec<_>>(),
             "roofline_gb_per_s": roofline.map(|r| r / 1e9),
             "decode_percent_of_roofline": of_roofline(active as f64 / step),
+            "prefill_profile": prefill_profile.as_ref().map(|(len, (seconds, t))| serde_json::json!({
+                "tokens": len, "seconds": seconds, "launches": t.launches(), "device_seconds": t.seconds(),
+                "kernels": t.kernels.iter().map(|k| serde_json::json!({"name": k.name, "launches": k.launches,
+                    "seconds": k.seconds})).collect::<Vec<_>>(),
+            })),
             "profile": profile.as_ref().map(|p| serde_json::json!({
                 "steps": p.steps, "step_seconds": p.step, "enqueue_seconds": p.enqueue,
                 "launches_per_step": p.launches.launches() as f64 / p.steps as f64,
@@ -333,6 +342,9 @@ pub fn main(args: Args) -> Result<()> {
                 .map(|(r, pct)| format!(", {pct:.1}% of the {:.0} GB/s roofline (stream_read, this run)", r / 1e9))
                 .unwrap_or_default()
         );
+        if let Some((len, (seconds, timed))) = &prefill_profile {
+            crate::bench_profile::print_prefill_profile(*len, *seconds, timed);
+        }
         if let Some(p) = &profile {
             crate::bench_profile::print_profile(p);
         }

@@ -243,12 +243,41 @@ pub fn print_profile(p: &StepProfile) {
         p.launch.0 * 1e6,
         p.launch.1 * 1e6
     );
-    println!("| kernel | launches per step | ms per step | share of kernel time |");
+    print_kernels(&p.timed, n, "step");
+}
+
+/// A profile's kernels as a table, most device time first, per `n` `what`s.
+fn print_kernels(timed: &Profile, n: f64, what: &str) {
+    println!("| kernel | launches per {what} | ms per {what} | share of kernel time |");
     println!("|---|---:|---:|---:|");
-    let total = p.timed.seconds().max(1e-12);
-    for k in &p.timed.kernels {
+    let total = timed.seconds().max(1e-12);
+    for k in &timed.kernels {
         let ms = k.seconds.map(|s| format!("{:.3}", s / n * 1e3)).unwrap_or_else(|| "—".into());
         let share = k.seconds.map(|s| format!("{:.1}%", 100.0 * s / total)).unwrap_or_else(|| "—".into());
         println!("| {} | {:.1} | {ms} | {share} |", k.name, k.launches as f64 / n);
     }
+}
+
+/// Where one prefill of `tokens` goes, kernel by kernel: seconds until its logits were read
+/// (with timestamp queries on, so a little slower than untimed) and the device profile.
+pub fn profile_prefill(model: &Model, tokens: &[u32]) -> Result<(f64, Profile)> {
+    let timing = Profiler::start(true);
+    let start = Instant::now();
+    let mut state = model.new_state();
+    pollster::block_on(async { read_logits(model.forward(tokens, &mut state, Logits::Last).await?).await })?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok((seconds, pollster::block_on(timing.finish())))
+}
+
+/// Prints a prefill profile of `len` tokens.
+pub fn print_prefill_profile(len: usize, seconds: f64, timed: &Profile) {
+    println!();
+    println!(
+        "prefill of {len} tokens, profiled: {:.3} ms, {} launches, {:.3} ms of kernel time on the device{}",
+        seconds * 1e3,
+        timed.launches(),
+        timed.seconds() * 1e3,
+        if timed.host_timed > 0 { format!(" ({} launches timed on the host)", timed.host_timed) } else { String::new() }
+    );
+    print_kernels(timed, 1.0, "prefill");
 }
