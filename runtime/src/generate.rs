@@ -224,7 +224,7 @@ pub async fn greedy_decode(
                 ahead = Some((mark, next.clone(), start_read(next)));
             }
         }
-        let id = read.await?[0] as u32;
+        let id = finish(read).await?[0] as u32;
         if !accept(id) || last {
             if let Some((mark, ..)) = ahead {
                 state.rewind(mark);
@@ -246,15 +246,48 @@ pub async fn greedy_decode(
     Ok(())
 }
 
-type Read = Pin<Box<dyn Future<Output = Result<Vec<usize>, Error>>>>;
+type Values = Pin<Box<dyn Future<Output = Result<Vec<usize>, Error>>>>;
 
-/// Starts reading `ids` back and returns the pending values. Burn's reads are lazy futures;
+/// A read-back under way ([`start_read`]).
+struct Read {
+    values: Values,
+    /// Natively: an empty submission right behind the read's copy, to wait for.
+    #[cfg(not(target_arch = "wasm32"))]
+    fence: Option<(burn::tensor::wgpu::wgpu::Device, burn::tensor::wgpu::wgpu::SubmissionIndex)>,
+}
+
+/// Starts reading `ids` back and returns the read under way. Burn's reads are lazy futures;
 /// polling this one once enqueues the copy and flushes the queue, so the device works on
-/// while more is enqueued behind it, and awaiting it later only waits for that copy.
+/// while more is enqueued behind it, and finishing it later only waits for that copy.
 fn start_read(ids: Tensor<1, Int>) -> Read {
-    let mut read: Read = Box::pin(crate::model::moe::read_ints(ids));
-    match read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(values) => Box::pin(std::future::ready(values)),
-        Poll::Pending => read,
+    #[cfg(not(target_arch = "wasm32"))]
+    let on_wgpu = crate::kernels::uses_wgsl(&ids.device());
+    let mut values: Values = Box::pin(crate::model::moe::read_ints(ids));
+    if let Poll::Ready(v) = values.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        values = Box::pin(std::future::ready(v));
     }
+    Read {
+        values,
+        // cubecl's polling thread waits for the newest submission at the time it starts
+        // waiting, so the copy's callback would come only after the next step, enqueued
+        // meanwhile, had finished too: the pipeline would stall a step. An empty submission
+        // marks where this read ends in the queue, and `finish` waits for just that.
+        #[cfg(not(target_arch = "wasm32"))]
+        fence: crate::device::wgpu_queue().filter(|_| on_wgpu).map(|(device, queue)| {
+            let index = queue.submit([]);
+            (device, index)
+        }),
+    }
+}
+
+/// The values of a read under way. (In a browser the page's event loop delivers them as
+/// soon as the copy is done.)
+async fn finish(read: Read) -> Result<Vec<usize>, Error> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some((device, index)) = read.fence {
+        use burn::tensor::wgpu::wgpu::PollType;
+        // Also delivers the copy's callback; errors surface through the read itself.
+        let _ = device.poll(PollType::Wait { submission_index: Some(index), timeout: None });
+    }
+    read.values.await
 }
