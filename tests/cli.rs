@@ -143,3 +143,22 @@ fn named_graphics_apis() {
     let (ok, _, err) = ids("glide");
     assert!(!ok && err.contains("vulkan, metal, dx12, gl"), "{err}");
 }
+
+/// Without a desktop session (no XDG_RUNTIME_DIR, as on a server or in CI), finding the GPU
+/// must print nothing: Mesa's device-select layer used to make libwayland print
+/// "error: XDG_RUNTIME_DIR is invalid …" twice per adapter enumeration.
+#[test]
+fn a_headless_machine_finds_its_gpu_silently() {
+    if minimax_runtime::device::test_gpu().is_none() {
+        return;
+    }
+    let out = Command::new(minimax_bin())
+        .args(["info", "--backend", "vulkan"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR") && !err.contains("error"), "{err}");
+}

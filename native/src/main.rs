@@ -39,6 +39,7 @@ enum Command {
 }
 
 fn main() {
+    quiet_headless_vulkan();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -58,5 +59,18 @@ fn main() {
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// On a machine without a desktop session, Mesa's implicit Vulkan layer `device_select`
+/// probes for a Wayland display while wgpu enumerates adapters, and libwayland prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice per enumeration:
+/// an "error:" before anything has gone wrong. The layer only reorders GPUs for programs that
+/// take the first one (wgpu looks at them all), so without a session it is switched off, by
+/// the variable Mesa reads for that. Set here, before any thread exists.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: called first in `main`, while the process has a single thread.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }
