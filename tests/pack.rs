@@ -308,3 +308,101 @@ fn refuses_models_without_experts() {
     assert!(!stderr.contains("note:"), "--experts-only silences the dense note: {stderr}");
     assert!(!out.0.join("pack.json").exists());
 }
+
+/// A copy of the mixtral fixture cut to hidden 48 and FFN 40 (head_dim kept at 16): no Q8_0
+/// block fits an expert row, nor a row of the linear layers that read the hidden state.
+fn odd_shaped(out: &Path) {
+    let model = fixture("mixtral-moe");
+    let src = store(&model);
+    let (hidden, ffn) = (48, 40);
+    let cut = |t: &[f32], shape: &[usize], rows: usize, cols: usize| -> Vec<f32> {
+        let c = shape[1];
+        (0..rows).flat_map(|r| t[r * c..r * c + cols].to_vec()).collect()
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for name in src.names() {
+        let t = src.get(&name).unwrap().unwrap();
+        let values = t.to_f32();
+        let (shape, values) = match t.shape[..] {
+            [_] => (vec![hidden], values[..hidden].to_vec()),
+            [r, c] => {
+                // Rows are the hidden state in o_proj and w2, the FFN in w1 and w3; every
+                // other matrix reads the hidden state (its columns), and w2 the FFN.
+                let rows = if name.contains("o_proj") || name.contains(".w2.") {
+                    hidden
+                } else if name.contains(".w1.") || name.contains(".w3.") {
+                    ffn
+                } else {
+                    r
+                };
+                let cols = if name.contains(".w2.") { ffn } else if name.contains("o_proj") { c } else { hidden };
+                (vec![rows, cols], cut(&values, &t.shape, rows, cols))
+            }
+            _ => unreachable!("{name}"),
+        };
+        tensors.push((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).unwrap()));
+    safetensors::serialize_to_file(views, None, &out.join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    config["hidden_size"] = hidden.into();
+    config["intermediate_size"] = ffn.into();
+    config["head_dim"] = 16.into();
+    std::fs::write(out.join("config.json"), config.to_string()).unwrap();
+    for name in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(model.join(name), out.join(name)).unwrap();
+    }
+}
+
+/// `convert --quant q8` never refuses a shape it can store: experts whose rows are
+/// not whole blocks become F16, linear layers likewise stay as stored, each said on the
+/// console and in pack.json; and the pack runs, streamed or resident, to the same logits.
+#[test]
+fn a_shape_no_block_fits_falls_back_instead_of_failing() {
+    let model = TempDir::new("odd-model");
+    odd_shaped(&model.0);
+    let out = TempDir::new("odd-pack");
+    let run = Command::new(minimax_bin())
+        .args(["convert", "--quant", "q8", "--model"])
+        .arg(&model.0)
+        .arg("--out")
+        .arg(&out.0)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{stderr}");
+    assert!(stdout.contains("experts: F16 instead of Q8_0"), "{stdout}");
+    assert!(stdout.contains("model.layers.0.self_attn.q_proj.weight: F32 instead of Q8_0 (48 columns"), "{stdout}");
+    let pack = ExpertPack::open(&out.0).unwrap();
+    let index = pack.index();
+    assert_eq!(index.quant, "F16");
+    assert_eq!(index.source["requested_quant"], "Q8_0");
+    let notes = index.source["fallbacks"].as_array().unwrap();
+    // The expert records and every linear layer reading the hidden state; o_proj reads 64.
+    assert!(notes.iter().any(|n| n.as_str().unwrap().starts_with("experts:")), "{notes:?}");
+    assert!(!notes.iter().any(|n| n.as_str().unwrap().contains("o_proj")), "{notes:?}");
+
+    // Resident and through a 3-slot cache: the same logits.
+    use minimax_runtime::device::{self, BackendChoice};
+    use minimax_runtime::{Engine, MatrixDType, ModelFiles, RuntimeOptions};
+    let load = |dir: &Path, budget: Option<u64>| {
+        let options = RuntimeOptions { backend: BackendChoice::Cpu, matrix_dtype: MatrixDType::F32, expert_cache_bytes: budget, ..Default::default() };
+        Engine::new(ModelFiles::read(dir).unwrap(), device::select(BackendChoice::Cpu).unwrap(), &options).unwrap()
+    };
+    let ids: Vec<u32> = (1..20).collect();
+    let source = pollster::block_on(load(&model.0, None).logits(&ids, None)).unwrap();
+    let resident = pollster::block_on(load(&out.0, None).logits(&ids, None)).unwrap();
+    let streamed = pollster::block_on(load(&out.0, Some(3 * pack.layout().slot_bytes() as u64)).logits(&ids, None)).unwrap();
+    assert_eq!(minimax_tests::max_abs(&resident, &streamed), 0.0);
+    // With the linear layers as stored (`--experts-only`), only the F16 rounding of the
+    // experts separates the pack from its source. (With o_proj in Q8_0 a routing choice may
+    // flip in this random model, which moves logits by far more than the rounding.)
+    let only = TempDir::new("odd-pack-experts");
+    let run = Command::new(minimax_bin()).args(["convert", "--quant", "q8", "--experts-only", "--model"]).arg(&model.0).arg("--out").arg(&only.0).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let f16_only = pollster::block_on(load(&only.0, None).logits(&ids, None)).unwrap();
+    let (d, scale) = (minimax_tests::max_abs(&source, &f16_only), source.iter().fold(0f32, |m, v| m.max(v.abs())));
+    assert!(d < 1e-3 * scale, "the F16 experts drift {d} from their source (logits up to {scale})");
+}

@@ -92,5 +92,11 @@ pub fn main(args: Args) -> Result<()> {
         bytes(index.dense.bytes),
         summary.copied.join(", "),
     );
+    if !summary.fallbacks.is_empty() {
+        println!("stored in another format than asked, where the shape allows no other (also in pack.json):");
+        for note in &summary.fallbacks {
+            println!("  {note}");
+        }
+    }
     Ok(())
 }

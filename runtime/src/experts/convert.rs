@@ -62,6 +62,9 @@ pub struct ConvertSummary {
     pub dense_tensors: usize,
     /// The JSON files copied from the source.
     pub copied: Vec<String>,
+    /// What could not be stored as asked and was stored in another format instead, one line
+    /// each (also in `pack.json`, under `source.fallbacks`).
+    pub fallbacks: Vec<String>,
 }
 
 
@@ -89,7 +92,17 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
     if pack::pack_dtype(options.quant.name()).is_none() {
         return Err(ConfigError::Unsupported(format!("packs store experts as Q4_1, Q8_0 or F16, not {}", options.quant.name())).into());
     }
-    let layout = ExpertLayout::new(options.quant, c, f).map_err(ConfigError::Unsupported)?;
+    // As llama-quantize does, a shape the asked format cannot store falls back to the nearest
+    // format that can (F16 stores any even size) instead of refusing the model.
+    let mut fallbacks = Vec::new();
+    let quant = match ExpertLayout::new(options.quant, c, f) {
+        Ok(_) => options.quant,
+        Err(reason) => {
+            fallbacks.push(format!("experts: F16 instead of {} ({reason})", options.quant.name()));
+            StoredDType::F16
+        }
+    };
+    let layout = ExpertLayout::new(quant, c, f).map_err(ConfigError::Unsupported)?;
     if let Some(q) = options.dense.filter(|q| !matches!(q, StoredDType::Q8_0 | StoredDType::Q4_1)) {
         return Err(ConfigError::Unsupported(format!("linear layers are quantized to Q8_0 or Q4_1, not {}", q.name())).into());
     }
@@ -129,7 +142,15 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
     let records = plan.len() * e;
     let stride = pack::record_stride(layout.bytes() as u64, ALIGNMENT);
     let experts_bytes = (records as u64 - 1) * stride + layout.bytes() as u64;
-    let formats: Vec<Option<StoredDType>> = dense_names.iter().map(|n| dense_format(store, n, options.dense)).collect::<Result<_, _>>()?;
+    let mut formats = Vec::with_capacity(dense_names.len());
+    for name in &dense_names {
+        let (format, fallback) = dense_format(store, name, options.dense)?;
+        formats.push(format);
+        fallbacks.extend(fallback);
+    }
+    for note in &fallbacks {
+        tracing::info!("fallback: {note}");
+    }
     let (header, dense_data) = dense_header(store, &dense_names, &formats)?;
     let dense_bytes = 8 + header.len() as u64 + dense_data;
     let total = dense_bytes + experts_bytes;
@@ -187,7 +208,7 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
     let index = PackIndex {
         format: FORMAT.into(),
         version: VERSION,
-        quant: options.quant.name().into(),
+        quant: quant.name().into(),
         hidden: c,
         ffn: f,
         num_experts: e,
@@ -201,6 +222,9 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
             "model_type": config.model_type,
             "expert_layout": if layouts.len() == 1 { layouts.into_iter().next().unwrap() } else { "mixed" },
             "dense": "copied byte for byte in the stored dtype",
+            "requested_quant": options.quant.name(),
+            "requested_dense": options.dense.map(|q| q.name()),
+            "fallbacks": fallbacks,
             "converter": concat!("minimax-runtime ", env!("CARGO_PKG_VERSION")),
         }),
     };
@@ -210,7 +234,7 @@ pub fn convert(model: &Path, out: &Path, options: &ConvertOptions, progress: &mu
 
     verify(out, progress)?;
     tracing::info!(records, dense = dense_names.len(), "pack written and verified");
-    Ok(ConvertSummary { index, dense_tensors: dense_names.len(), copied })
+    Ok(ConvertSummary { index, dense_tensors: dense_names.len(), copied, fallbacks })
 }
 
 /// Re-opens the pack in `dir` and reads back every record (checking its CRC) and the dense
@@ -231,14 +255,19 @@ pub fn verify(dir: &Path, progress: &mut dyn FnMut(Progress)) -> Result<(), Weig
 
 /// The block format a dense tensor is written in: `dense` for the weight of a linear layer
 /// (2-D, whole blocks per row; not the embedding table, whose rows are looked up, nor a
-/// router, which stays f32), `None` (as stored) for everything else.
-fn dense_format(store: &dyn TensorStore, name: &str, dense: Option<StoredDType>) -> Result<Option<StoredDType>, WeightsError> {
-    let Some(q) = dense else { return Ok(None) };
+/// router, which stays f32), `None` (as stored) for everything else; and, for a linear
+/// layer whose rows are not whole blocks, the note that it stays as stored.
+fn dense_format(store: &dyn TensorStore, name: &str, dense: Option<StoredDType>) -> Result<(Option<StoredDType>, Option<String>), WeightsError> {
+    let Some(q) = dense else { return Ok((None, None)) };
     let linear = name.ends_with(".weight") && !name.contains("embed_tokens") && !name.ends_with(".gate.weight");
     let shape = store.shape_of(name)?.unwrap_or_default();
     Ok(match shape[..] {
-        [_, cols] if linear && q.row_bytes(cols).is_some() => Some(q),
-        _ => None,
+        [_, cols] if linear && q.row_bytes(cols).is_some() => (Some(q), None),
+        [_, cols] if linear => {
+            let stored = store.dtype_of(name)?.map_or("as stored", |d| d.name());
+            (None, Some(format!("{name}: {stored} instead of {} ({cols} columns are not whole blocks of 32)", q.name())))
+        }
+        _ => (None, None),
     })
 }
 
