@@ -92,8 +92,7 @@ fn streaming_through_small_caches_matches_all_resident() {
 /// read-back of expert ids, with the same tokens as the CPU backend.
 #[test]
 fn checkpoint_experts_decode_without_read_back() {
-    if minimax_runtime::device::test_gpu().is_none() {
-        eprintln!("!!! no wgpu adapter: resident checkpoint experts test SKIPPED");
+    if minimax_runtime::device::test_gpu_or_skip("resident checkpoint experts test").is_none() {
         return;
     }
     let gpu = load(&demo_dir(), BackendChoice::Gpu, None);
@@ -120,8 +119,7 @@ fn dir_record_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn prefetch_predictions_are_scored_on_the_gpu() {
-    if minimax_runtime::device::test_gpu().is_none() {
-        eprintln!("!!! no wgpu adapter: prefetch test SKIPPED");
+    if minimax_runtime::device::test_gpu_or_skip("prefetch test").is_none() {
         return;
     }
     let dir = pack(StoredDType::Q8_0);
@@ -225,8 +223,7 @@ fn experts_stored_as_blocks_are_resident_as_stored() {
     let cpu = load(&dir, BackendChoice::Cpu, None);
     let ids: Vec<u32> = (0..12).map(|i| (i * 37 + 5) % 320).collect();
     let want = pollster::block_on(cpu.logits(&ids, None)).unwrap();
-    if minimax_runtime::device::test_gpu().is_none() {
-        eprintln!("!!! no wgpu adapter: GPU half of the block-stored experts test SKIPPED");
+    if minimax_runtime::device::test_gpu_or_skip("GPU half of the block-stored experts test").is_none() {
         return;
     }
     let gpu = load(&dir, BackendChoice::Gpu, None);

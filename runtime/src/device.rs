@@ -246,14 +246,25 @@ pub fn has_subgroups() -> bool {
     WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.subgroups)
 }
 
-/// The wgpu device for tests, or `None` when the machine has no adapter at all: GPU tests then
-/// skip with a loud message. Under CI (`CI` set, as `.ci/run` runs), which installs lavapipe,
-/// a missing adapter is a failure instead, so that no GPU test passes by skipping there.
+/// The wgpu device for tests, or `None` when the machine has no adapter at all: the test then
+/// skips `what`, saying so loudly. With `MINIMAX_REQUIRE_GPU=1` (set by `tests/run`) or under
+/// CI (`CI` set, as `.ci/run` runs; both install lavapipe) a missing adapter is a failure
+/// instead, so that no GPU test passes by skipping there.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn test_gpu() -> Option<Device> {
+pub fn test_gpu_or_skip(what: &str) -> Option<Device> {
     let device = wgpu_device(None).ok().map(|(d, _)| d);
-    if device.is_none() && std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
-        panic!("no wgpu adapter under CI: the GPU tests would be skipped (is mesa-vulkan-drivers installed?)");
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if device.is_none() {
+        if set("MINIMAX_REQUIRE_GPU") || set("CI") {
+            panic!("no wgpu adapter, and GPU tests may not skip here (MINIMAX_REQUIRE_GPU or CI): {what} (is mesa-vulkan-drivers installed?)");
+        }
+        eprintln!("!!! no wgpu adapter: {what} SKIPPED (install mesa-vulkan-drivers)");
     }
     device
+}
+
+/// [`test_gpu_or_skip`] for a test that says nothing of its own.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn test_gpu() -> Option<Device> {
+    test_gpu_or_skip("GPU test")
 }

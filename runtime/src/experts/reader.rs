@@ -459,10 +459,7 @@ mod tests {
     /// reads back byte for byte; a flipped byte in the middle piece fails the combined CRC.
     #[test]
     fn records_read_in_pieces_land_whole_and_checked() {
-        let Some(device) = crate::device::test_gpu() else {
-            eprintln!("!!! no wgpu adapter: staged read test SKIPPED");
-            return;
-        };
+        let Some(device) = crate::device::test_gpu_or_skip("staged read test") else { return };
         let (wgpu_device, queue) = crate::device::wgpu_queue().expect("selected above");
         // 4 MiB gate_up + 2 MiB down: three 2 MiB pieces.
         let layout = ExpertLayout::new(StoredDType::F32, 512, 1024).unwrap();

@@ -21,6 +21,8 @@ pub mod rope;
 pub mod stream_read;
 
 mod launch;
+#[cfg(test)]
+mod params_tests;
 
 use burn::backend::{
     Dispatch, DispatchDevice, backend_extension,
@@ -283,15 +285,9 @@ pub(crate) mod testing {
         Tensor::from_data(TensorData::new(v, shape), device)
     }
 
-    /// The wgpu device for kernel tests, or `None` (with a loud message) when no adapter exists.
+    /// The wgpu device for kernel tests (see [`crate::device::test_gpu_or_skip`]).
     pub fn gpu() -> Option<Device> {
-        match crate::device::test_gpu() {
-            Some(d) => Some(d),
-            None => {
-                eprintln!("!!! no wgpu adapter: GPU kernel test SKIPPED (install mesa-vulkan-drivers)");
-                None
-            }
-        }
+        crate::device::test_gpu_or_skip("GPU kernel test")
     }
 
     /// Max-abs and max-relative difference of two tensors.

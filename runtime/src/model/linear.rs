@@ -209,10 +209,7 @@ mod tests {
     /// counts on both sides of [`MAX_ROWS`] and odd shapes.
     #[test]
     fn quantized_forward_matches_decoded_matmul() {
-        let Some(device) = crate::device::test_gpu() else {
-            eprintln!("!!! no wgpu adapter: quantized linear test SKIPPED");
-            return;
-        };
+        let Some(device) = crate::device::test_gpu_or_skip("quantized linear test") else { return };
         for dtype in [StoredDType::Q8_0, StoredDType::Q4_1] {
             for (rows, cols) in [(96, 64), (200, 256), (768, 256), (33, 96)] {
                 let bytes = random_matrix(dtype, rows, cols, 7, 0.05);
