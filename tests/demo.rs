@@ -134,3 +134,52 @@ fn pipelined_greedy_decoding_ends_in_the_state_of_the_plain_loop() {
         }
     }
 }
+
+/// Entries of the prefix cache share their tensors with the states resumed from them. Two
+/// sequences that resume from one entry and go different ways must not disturb each other
+/// or the entry: a KV append must never write into a buffer an entry still reads (the demo
+/// model has a softmax layer), so the first branch's own saved state stays right after the
+/// second branch has run.
+#[test]
+fn prefix_cache_entries_survive_the_branches_resumed_from_them() {
+    use minimax_runtime::model::Logits;
+    use minimax_runtime::prefix_cache::PrefixCache;
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo");
+    for backend in backends() {
+        let e = engine_at(&demo, backend);
+        let logits = |tokens: &[u32], state: &mut minimax_runtime::model::State| {
+            let l = pollster::block_on(e.model.forward(tokens, state, Logits::Last)).unwrap();
+            l.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+        };
+        let cold = |tokens: &[u32]| logits(tokens, &mut e.new_state());
+        let base: Vec<u32> = (1..40).collect();
+        // Both branches fit the capacity the entry's KV buffer has (64 rows), where an append in place
+        // would overwrite the other branch's rows.
+        let (x, y): (Vec<u32>, Vec<u32>) = ((100..120).collect(), (200..215).collect());
+        let mut cache = PrefixCache::new(1 << 30);
+        let mut state = e.new_state();
+        logits(&base, &mut state);
+        cache.insert(&base, &state);
+        // Branch X, saved; then branch Y from the same entry.
+        let with = |tail: &[u32]| base.iter().chain(tail).copied().collect::<Vec<u32>>();
+        let (at, mut sx) = cache.resume(&with(&x)).unwrap();
+        assert_eq!(at, base.len());
+        logits(&x, &mut sx);
+        cache.insert(&with(&x), &sx);
+        let (_, mut sy) = cache.resume(&with(&y)).unwrap();
+        let got_y = logits(&y, &mut sy);
+        assert!(minimax_tests::max_abs(&got_y, &cold(&with(&y))) < 1e-3, "{backend:?}: branch Y");
+        // Branch X's saved state, and the entry itself, still continue as cold runs do.
+        let next = [7u32];
+        let (at, mut sx) = cache.resume(&[with(&x), next.to_vec()].concat()).unwrap();
+        assert_eq!(at, base.len() + x.len());
+        let got = logits(&next, &mut sx);
+        assert!(minimax_tests::max_abs(&got, &cold(&[with(&x), next.to_vec()].concat())) < 1e-3, "{backend:?}: branch X");
+        let (at, mut s) = cache.resume(&[base.clone(), next.to_vec()].concat()).unwrap();
+        assert_eq!(at, base.len());
+        let got = logits(&next, &mut s);
+        assert!(minimax_tests::max_abs(&got, &cold(&[base.clone(), next.to_vec()].concat())) < 1e-3, "{backend:?}: entry");
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.entries), (4, 2), "{stats:?}");
+    }
+}

@@ -492,3 +492,47 @@ fn chat_uses_the_model_chat_template() {
     assert_eq!(finish, body["choices"][0]["finish_reason"].as_str().unwrap());
     assert_eq!(usage, body["usage"]);
 }
+
+/// Prompts that start alike resume from the prefix cache: a repeated long prompt from its
+/// last 256-token boundary (the same tokens as the cold request, computed the same way), the
+/// next turn of a conversation from where the previous reply ended. `/health` counts it all,
+/// and `--prefix-cache-mb 0` turns it off.
+#[test]
+fn prompts_that_start_alike_resume_from_the_prefix_cache() {
+    let story = "Once upon a time, there was a little dog named Max. He liked to run in the park with his friends. ";
+    let prompt = story.repeat(12);
+    let request = |prompt: &str| json!({"model": "minimax-demo", "prompt": prompt, "max_tokens": 12, "temperature": 0});
+    let server = Server::start(&[]);
+    let (status, first) = server.post("/v1/completions", &request(&prompt));
+    assert_eq!(status, 200, "{first}");
+    let (prompt_tokens, _) = check_usage(&first["usage"]);
+    assert!(prompt_tokens > 300, "a prompt past one block: {prompt_tokens}");
+    let boundary = (prompt_tokens - 1) / 256 * 256;
+    let cache = server.stats()["prefix_cache"].clone();
+    assert_eq!((cache["lookups"].as_u64(), cache["hits"].as_u64(), cache["entries"].as_u64()), (Some(1), Some(0), Some(2)), "{cache}");
+
+    // The same prompt again: from the boundary, to the same text.
+    let (_, second) = server.post("/v1/completions", &request(&prompt));
+    assert_eq!(choice_text(&second), choice_text(&first));
+    let cache = server.stats()["prefix_cache"].clone();
+    assert_eq!(cache["hits"], 1, "{cache}");
+    assert_eq!(cache["tokens_saved"].as_u64(), Some(boundary), "{cache}");
+    assert!(cache["bytes"].as_u64().unwrap() > 0, "{cache}");
+
+    // The next turn: the prompt, the reply, more text. All but the reply's last token (never
+    // fed) are in the cache, so far more than the boundary is skipped.
+    let next = format!("{prompt}{} And then", choice_text(&first));
+    let (status, third) = server.post("/v1/completions", &request(&next));
+    assert_eq!(status, 200, "{third}");
+    let cache = server.stats()["prefix_cache"].clone();
+    assert_eq!(cache["hits"], 2, "{cache}");
+    let saved = cache["tokens_saved"].as_u64().unwrap() - boundary;
+    assert!(saved > prompt_tokens, "the next turn resumed after {saved} tokens of {prompt_tokens} + reply");
+
+    let off = Server::start(&["--prefix-cache-mb", "0"]);
+    let (_, cold) = off.post("/v1/completions", &request(&prompt));
+    let (_, again) = off.post("/v1/completions", &request(&prompt));
+    assert_eq!(choice_text(&cold), choice_text(&again));
+    let cache = off.stats()["prefix_cache"].clone();
+    assert_eq!((cache["hits"].as_u64(), cache["entries"].as_u64()), (Some(0), Some(0)), "{cache}");
+}

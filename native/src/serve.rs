@@ -25,6 +25,10 @@ pub struct Args {
     /// Requests that may wait for the engine; more get 503.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
+    /// MiB of sequence states kept so that prompts starting alike (a system prompt, the
+    /// earlier turns of a chat) skip the part already read; 0 turns the cache off.
+    #[arg(long, default_value_t = 1024)]
+    pub prefix_cache_mb: u64,
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -38,6 +42,7 @@ pub fn main(args: Args) -> Result<()> {
     let config = ServerConfig {
         default_max_tokens: args.default_max_tokens,
         queue: args.queue,
+        prefix_cache_bytes: args.prefix_cache_mb << 20,
         ..ServerConfig::default()
     };
     let state = ServerState::new(engine, model_id.clone(), config)?;

@@ -13,6 +13,7 @@ pub mod experts;
 pub mod generate;
 pub mod kernels;
 pub mod model;
+pub mod prefix_cache;
 pub mod profile;
 pub mod sampling;
 pub mod tokenizer;

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub default_sampling: SamplingParams,
     /// Requests that may wait for the engine; more are refused with 503.
     pub queue: usize,
+    /// Bytes of sequence states kept for prompts that start alike (0: none).
+    pub prefix_cache_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
                 ..SamplingParams::default()
             },
             queue: 64,
+            prefix_cache_bytes: 1 << 30,
         }
     }
 }
@@ -93,7 +96,7 @@ impl ServerState {
         let template = engine.chat_template.clone();
         let stats = Arc::new(Stats::default());
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
-        worker::spawn(engine, tokenizer.clone(), queue, stats.clone()).map_err(ServerError::Spawn)?;
+        worker::spawn(engine, tokenizer.clone(), queue, stats.clone(), config.prefix_cache_bytes).map_err(ServerError::Spawn)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 model_id: model_id.into(),

@@ -1,14 +1,20 @@
-//! The engine thread: it owns the [`Engine`] and runs queued jobs one at a time, each from a
-//! fresh [`minimax_runtime::model::State`] (the runtime has no batching, and GPU work is serial
-//! anyway). Text streams back through a per-job channel; a closed channel (the client went
-//! away) cancels the job at its next token.
+//! The engine thread: it owns the [`Engine`] and runs queued jobs one at a time (the runtime
+//! has no batching, and GPU work is serial anyway). Each job resumes from the longest prefix
+//! of its prompt in the [`PrefixCache`] (else a fresh state) and leaves two states there: at
+//! the last [`SNAPSHOT_BLOCK`] boundary of its prompt (a later prompt that shares only a
+//! beginning, such as a system prompt, finds it) and after all it fed (the next turn of a
+//! chat finds it). Text streams back through a per-job channel; a closed channel (the client
+//! went away) cancels the job at its next token.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use minimax_runtime::Engine;
-use minimax_runtime::generate::{GenerateOptions, StopReason};
+use minimax_runtime::generate::{GenerateOptions, StopReason, prefill};
+use minimax_runtime::model::Logits;
+use minimax_runtime::prefix_cache::{PrefixCache, PrefixStats};
 use minimax_runtime::tokenizer::Tokenizer;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -48,6 +54,8 @@ pub struct Stats {
     pub completed: AtomicU64,
     pub cancelled: AtomicU64,
     pub failed: AtomicU64,
+    /// The prefix cache's counters, as of the last job.
+    pub prefix: Mutex<PrefixStats>,
 }
 
 /// A snapshot of [`Stats`].
@@ -58,6 +66,7 @@ pub struct StatsSnapshot {
     pub completed: u64,
     pub cancelled: u64,
     pub failed: u64,
+    pub prefix_cache: PrefixStats,
 }
 
 impl Stats {
@@ -68,18 +77,25 @@ impl Stats {
             completed: self.completed.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            prefix_cache: *self.prefix.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 }
 
-/// Starts the engine thread; it ends when every sender of `jobs` is gone.
+/// Prompts leave a state in the prefix cache at their last multiple of this many tokens.
+pub const SNAPSHOT_BLOCK: usize = 256;
+
+/// Starts the engine thread, with a prefix cache of `prefix_cache_bytes`; it ends when every
+/// sender of `jobs` is gone.
 pub fn spawn(
     engine: Engine,
     tokenizer: Arc<Tokenizer>,
     mut jobs: mpsc::Receiver<Job>,
     stats: Arc<Stats>,
+    prefix_cache_bytes: u64,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("minimax-engine".into()).spawn(move || {
+        let mut cache = PrefixCache::new(prefix_cache_bytes);
         while let Some(job) = jobs.blocking_recv() {
             stats.waiting.fetch_sub(1, Ordering::Relaxed);
             let span = tracing::info_span!("job", id = %job.id, prompt = job.prompt.len());
@@ -92,7 +108,7 @@ pub fn spawn(
             stats.running.store(true, Ordering::Relaxed);
             let events = job.events.clone();
             // A panic in the engine fails this request, not the server.
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&engine, &tokenizer, job)))
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&engine, &tokenizer, &mut cache, job)))
                 .unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
@@ -102,6 +118,7 @@ pub fn spawn(
                     Outcome::Failed(ApiError::Internal(format!("the engine panicked: {what}")))
                 });
             stats.running.store(false, Ordering::Relaxed);
+            *stats.prefix.lock().unwrap_or_else(|e| e.into_inner()) = cache.stats();
             match outcome {
                 Outcome::Done { completion_tokens, finish } => {
                     tracing::info!(completion_tokens, ?finish, "done");
@@ -130,7 +147,7 @@ enum Outcome {
 }
 
 /// Generates one job's text, sending it as it forms.
-fn run(engine: &Engine, tokenizer: &Tokenizer, job: Job) -> Outcome {
+fn run(engine: &Engine, tokenizer: &Tokenizer, cache: &mut PrefixCache, job: Job) -> Outcome {
     let Job {
         prompt,
         options,
@@ -138,14 +155,29 @@ fn run(engine: &Engine, tokenizer: &Tokenizer, job: Job) -> Outcome {
         events,
         ..
     } = job;
-    let mut state = engine.new_state();
+    let (start, mut state) = cache.resume(&prompt).unwrap_or_else(|| (0, engine.new_state()));
+    if start > 0 {
+        tracing::info!(resumed = start, "prompt prefix from the cache");
+    }
+    // Up to the prompt's last block boundary, then a snapshot there (generation needs at
+    // least the prompt's last token left to feed).
+    let boundary = (prompt.len().saturating_sub(1) / SNAPSHOT_BLOCK) * SNAPSHOT_BLOCK;
+    let mut fed = start;
+    if boundary > start {
+        let done = pollster::block_on(prefill(&engine.model, &mut state, &prompt[start..boundary], options.prefill_chunk, Logits::Last));
+        if let Err(e) = done {
+            return Outcome::Failed(ApiError::Internal(e.to_string()));
+        }
+        cache.insert(&prompt[..boundary], &state);
+        fed = boundary;
+    }
     let mut text = tokenizer.stream();
     let mut stops = StopMatcher::new(stop);
     let mut gone = false;
     let mut hit_stop = false;
     let mut failure = None;
     let send = |piece: String| piece.is_empty() || events.send(Event::Text(piece)).is_ok();
-    let generated = pollster::block_on(engine.generate(&mut state, &prompt, &options, |id| {
+    let generated = pollster::block_on(engine.generate(&mut state, &prompt[fed..], &options, |id| {
         // A dropped receiver means the client is gone; checked every token, since a token
         // may add no text.
         if events.is_closed() {
@@ -176,6 +208,9 @@ fn run(engine: &Engine, tokenizer: &Tokenizer, job: Job) -> Outcome {
         Err(e) => return Outcome::Failed(ApiError::Internal(e.to_string())),
     };
     let completion_tokens = generated.tokens.len();
+    // The state has read the prompt and all but (at most) the last generated token.
+    let read: Vec<u32> = prompt.iter().chain(&generated.tokens).take(state.position).copied().collect();
+    cache.insert(&read, &state);
     if let Some(e) = failure {
         return Outcome::Failed(e);
     }

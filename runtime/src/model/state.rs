@@ -114,6 +114,22 @@ enum MarkedLayer {
 }
 
 impl State {
+    /// Device bytes the state holds: each lightning state, and each KV cache's buffers at
+    /// their capacity.
+    pub fn bytes(&self) -> u64 {
+        let tensor = |t: &Tensor<3>| t.dims().iter().product::<usize>() as u64 * t.dtype().size() as u64;
+        self.layers
+            .iter()
+            .map(|layer| match layer {
+                LayerState::Lightning(s) => tensor(s),
+                LayerState::Softmax(cache) => {
+                    let (k, v) = cache.buffers();
+                    tensor(&k) + tensor(&v)
+                }
+            })
+            .sum()
+    }
+
     /// A mark to [`rewind`](Self::rewind) to, undoing the tokens fed after it.
     pub fn mark(&self) -> Mark {
         let layers = self
