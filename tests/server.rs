@@ -536,3 +536,32 @@ fn prompts_that_start_alike_resume_from_the_prefix_cache() {
     let cache = off.stats()["prefix_cache"].clone();
     assert_eq!((cache["hits"].as_u64(), cache["entries"].as_u64()), (Some(0), Some(0)), "{cache}");
 }
+
+/// `/metrics` in the Prometheus text format: requests by outcome, tokens, the latency
+/// histograms and the prefix cache, consistent with what was asked.
+#[test]
+fn metrics_count_requests_tokens_and_latencies() {
+    let server = Server::start(&[]);
+    let request = json!({"model": "minimax-demo", "prompt": "Once upon a time", "max_tokens": 5, "temperature": 0});
+    let (_, body) = server.post("/v1/completions", &request);
+    let (prompt_tokens, completion_tokens) = check_usage(&body["usage"]);
+    let mut resp = agent().get(server.url("/metrics")).call().expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let kind = resp.headers().get("content-type").unwrap().to_str().unwrap().to_string();
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    let text = resp.body_mut().read_to_string().unwrap();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.split([' ', '{']).next() == Some(name) && !l.starts_with('#'));
+        line.unwrap_or_else(|| panic!("no {name} in:\n{text}")).rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(text.contains(r#"minimax_requests_total{outcome="completed"} 1"#), "{text}");
+    assert_eq!(value("minimax_prompt_tokens_total"), prompt_tokens as f64);
+    assert_eq!(value("minimax_completion_tokens_total"), completion_tokens as f64);
+    assert_eq!(value("minimax_time_to_first_token_seconds_count"), 1.0);
+    assert_eq!(value("minimax_inter_token_seconds_count"), (completion_tokens - 1) as f64);
+    assert!(value("minimax_time_to_first_token_seconds_sum") > 0.0);
+    assert_eq!(value("minimax_queue_depth"), 0.0);
+    assert_eq!(value("minimax_prefix_cache_lookups_total"), 1.0);
+    assert!(value("minimax_prefix_cache_entries") >= 1.0);
+    assert!(text.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
+}

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod error;
+pub mod metrics;
 mod routes;
 pub mod stop;
 pub mod worker;
@@ -36,6 +37,7 @@ pub use error::{ApiError, ServerError};
 pub use routes::router;
 pub use worker::StatsSnapshot;
 
+use metrics::Metrics;
 use worker::{Job, Stats};
 
 /// Server settings (none of them the model's).
@@ -83,6 +85,7 @@ struct Inner {
     config: ServerConfig,
     jobs: mpsc::Sender<Job>,
     stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
 }
 
 impl ServerState {
@@ -95,8 +98,10 @@ impl ServerState {
         let vocab_size = engine.model.config.vocab_size;
         let template = engine.chat_template.clone();
         let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(Metrics::new());
         let (jobs, queue) = mpsc::channel(config.queue.max(1));
-        worker::spawn(engine, tokenizer.clone(), queue, stats.clone(), config.prefix_cache_bytes).map_err(ServerError::Spawn)?;
+        let worker = worker::Worker { stats: stats.clone(), metrics: metrics.clone(), prefix_cache_bytes: config.prefix_cache_bytes };
+        worker::spawn(engine, tokenizer.clone(), queue, worker).map_err(ServerError::Spawn)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 model_id: model_id.into(),
@@ -108,6 +113,7 @@ impl ServerState {
                 config,
                 jobs,
                 stats,
+                metrics,
             }),
         })
     }
@@ -127,6 +133,15 @@ impl ServerState {
         self.inner.stats.snapshot()
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let (stats, metrics) = (self.inner.stats.snapshot(), &self.inner.metrics);
+        metrics.queue_depth.set(stats.waiting as i64);
+        metrics.running.set(i64::from(stats.running));
+        metrics.prefix(stats.prefix_cache);
+        metrics.encode()
+    }
+
     /// Queues `job`; refused when the queue is full or the engine thread is gone.
     fn submit(&self, job: Job) -> Result<(), ApiError> {
         let stats = &self.inner.stats;
@@ -134,7 +149,10 @@ impl ServerState {
         self.inner.jobs.try_send(job).map_err(|e| {
             stats.waiting.fetch_sub(1, Ordering::Relaxed);
             match e {
-                mpsc::error::TrySendError::Full(_) => ApiError::Overloaded(self.inner.config.queue),
+                mpsc::error::TrySendError::Full(_) => {
+                    self.inner.metrics.request("rejected");
+                    ApiError::Overloaded(self.inner.config.queue)
+                }
                 mpsc::error::TrySendError::Closed(_) => ApiError::Internal("the engine thread has stopped".into()),
             }
         })

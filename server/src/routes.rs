@@ -29,6 +29,7 @@ use crate::{Inner, ServerState, unix_time};
 pub fn router(state: ServerState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .route("/v1/completions", post(completions))
@@ -60,6 +61,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
 async fn health(State(state): State<ServerState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "model": state.model_id(), "stats": state.stats()}))
+}
+
+async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics_text())
 }
 
 fn card(inner: &Inner) -> ModelCard {
@@ -301,6 +306,7 @@ async fn start(state: &ServerState, p: Prepared, kind: Kind) -> Result<Response,
         options: p.options,
         stop: p.stop,
         events,
+        arrived: std::time::Instant::now(),
     })?;
     let chunker = Chunker {
         kind,

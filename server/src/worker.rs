@@ -9,6 +9,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Instant;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use minimax_runtime::Engine;
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::api::FinishReason;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::stop::{Pushed, StopMatcher};
 
 /// One request for the engine.
@@ -33,6 +35,8 @@ pub struct Job {
     /// Stop sequences on the decoded text (cut from the output).
     pub stop: Vec<String>,
     pub events: mpsc::UnboundedSender<Event>,
+    /// When the request came in (for the time to first token).
+    pub arrived: Instant,
 }
 
 /// What a job reports, in order: any number of `Text`, then one `Done` or `Error`.
@@ -85,15 +89,21 @@ impl Stats {
 /// Prompts leave a state in the prefix cache at their last multiple of this many tokens.
 pub const SNAPSHOT_BLOCK: usize = 256;
 
-/// Starts the engine thread, with a prefix cache of `prefix_cache_bytes`; it ends when every
-/// sender of `jobs` is gone.
+/// What the engine thread reports to, and its prefix cache's size.
+pub struct Worker {
+    pub stats: Arc<Stats>,
+    pub metrics: Arc<Metrics>,
+    pub prefix_cache_bytes: u64,
+}
+
+/// Starts the engine thread; it ends when every sender of `jobs` is gone.
 pub fn spawn(
     engine: Engine,
     tokenizer: Arc<Tokenizer>,
     mut jobs: mpsc::Receiver<Job>,
-    stats: Arc<Stats>,
-    prefix_cache_bytes: u64,
+    worker: Worker,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let Worker { stats, metrics, prefix_cache_bytes } = worker;
     std::thread::Builder::new().name("minimax-engine".into()).spawn(move || {
         let mut cache = PrefixCache::new(prefix_cache_bytes);
         while let Some(job) = jobs.blocking_recv() {
@@ -103,12 +113,14 @@ pub fn spawn(
             if job.events.is_closed() {
                 tracing::info!("client left while queued");
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                metrics.request("cancelled");
                 continue;
             }
             stats.running.store(true, Ordering::Relaxed);
             let events = job.events.clone();
             // A panic in the engine fails this request, not the server.
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&engine, &tokenizer, &mut cache, job)))
+            metrics.prompt_tokens.inc_by(job.prompt.len() as u64);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(&engine, &tokenizer, &mut cache, &metrics, job)))
                 .unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
@@ -123,15 +135,18 @@ pub fn spawn(
                 Outcome::Done { completion_tokens, finish } => {
                     tracing::info!(completion_tokens, ?finish, "done");
                     stats.completed.fetch_add(1, Ordering::Relaxed);
+                    metrics.request("completed");
                     let _ = events.send(Event::Done { completion_tokens, finish });
                 }
                 Outcome::Cancelled { completion_tokens } => {
                     tracing::info!(completion_tokens, "client disconnected: cancelled");
                     stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                    metrics.request("cancelled");
                 }
                 Outcome::Failed(e) => {
                     tracing::warn!(error = %e, "failed");
                     stats.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics.request("failed");
                     let _ = events.send(Event::Error(e));
                 }
             }
@@ -147,12 +162,13 @@ enum Outcome {
 }
 
 /// Generates one job's text, sending it as it forms.
-fn run(engine: &Engine, tokenizer: &Tokenizer, cache: &mut PrefixCache, job: Job) -> Outcome {
+fn run(engine: &Engine, tokenizer: &Tokenizer, cache: &mut PrefixCache, metrics: &Metrics, job: Job) -> Outcome {
     let Job {
         prompt,
         options,
         stop,
         events,
+        arrived,
         ..
     } = job;
     let (start, mut state) = cache.resume(&prompt).unwrap_or_else(|| (0, engine.new_state()));
@@ -177,7 +193,14 @@ fn run(engine: &Engine, tokenizer: &Tokenizer, cache: &mut PrefixCache, job: Job
     let mut hit_stop = false;
     let mut failure = None;
     let send = |piece: String| piece.is_empty() || events.send(Event::Text(piece)).is_ok();
+    let mut last_token: Option<Instant> = None;
     let generated = pollster::block_on(engine.generate(&mut state, &prompt[fed..], &options, |id| {
+        let now = Instant::now();
+        match last_token.replace(now) {
+            None => metrics.time_to_first_token.observe((now - arrived).as_secs_f64()),
+            Some(before) => metrics.inter_token.observe((now - before).as_secs_f64()),
+        }
+        metrics.completion_tokens.inc();
         // A dropped receiver means the client is gone; checked every token, since a token
         // may add no text.
         if events.is_closed() {
