@@ -167,15 +167,33 @@ pub fn model_id_for_path(path: &std::path::Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-/// Serves [`router`] on `listener` until Ctrl-C.
+/// Serves [`router`] on `listener` until Ctrl-C or (on Unix) SIGTERM, then stops accepting
+/// and lets the requests in flight finish (a stream runs to its end) before returning.
 pub async fn serve(listener: tokio::net::TcpListener, state: ServerState) -> Result<(), ServerError> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("Ctrl-C: shutting down");
-        })
-        .await?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what service managers and `docker stop` send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: finishing the requests in flight"),
+                _ = term.recv() => tracing::info!("SIGTERM: finishing the requests in flight"),
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C: finishing the requests in flight");
+    }
 }
 
 /// Binds `host:port` (port 0: any free port), calls `on_bound` with the actual address, and
