@@ -162,3 +162,17 @@ fn a_headless_machine_finds_its_gpu_silently() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("XDG_RUNTIME_DIR") && !err.contains("error"), "{err}");
 }
+
+/// `info --dtype q8` on float weights says that loading will quantize them and that
+/// `minimax convert` stores them quantized once; f32 loading says nothing of it.
+#[test]
+fn info_suggests_convert_when_loading_would_quantize() {
+    let model = fixture("minimax-7to1");
+    let model = model.to_str().unwrap();
+    let (ok, out, err) = run(&["info", "--model", model, "--backend", "cpu", "--dtype", "q8"]);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("load ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("to Q8_0 while loading") && line.contains("minimax convert --quant q8"), "{line}");
+    let (ok, out, _) = run(&["info", "--model", model, "--backend", "cpu", "--dtype", "f32"]);
+    assert!(ok && !out.lines().any(|l| l.starts_with("load ")), "{out}");
+}

@@ -6,6 +6,7 @@ use clap::Args;
 use minimax_runtime::device::{self, BackendChoice};
 use minimax_runtime::generate::GenerateOptions;
 use minimax_runtime::sampling::SamplingParams;
+use minimax_runtime::weights::StoredDType;
 use minimax_runtime::{Engine, MatrixDType, ModelFiles, RuntimeOptions};
 
 /// The result type of the subcommands.
@@ -56,6 +57,20 @@ impl ModelArgs {
         }
     }
 
+    /// What `minimax convert` would save, when loading quantizes at least `min_bytes` of
+    /// float weights (`quantizing`: from [`ModelFiles::quantizes_at_load`]).
+    pub fn convert_hint(&self, (bytes, format): (u64, StoredDType), min_bytes: u64) -> Option<String> {
+        let quant = if format == StoredDType::Q8_0 { "q8" } else { "q4" };
+        let model = self.model.as_ref().map_or("DIR".into(), |p| p.display().to_string());
+        (bytes >= min_bytes).then(|| {
+            format!(
+                "quantizing {} of float weights to {} while loading; `minimax convert --quant {quant} --model {model} --out PACK` stores them quantized once, and a pack loads in seconds",
+                self::bytes(bytes),
+                format.name()
+            )
+        })
+    }
+
     /// The model's name for messages.
     pub fn describe(&self) -> String {
         self.model.as_ref().map_or("the embedded demo model".into(), |p| p.display().to_string())
@@ -73,10 +88,15 @@ impl ModelArgs {
     /// Loads the model, printing the CPU fallback notice if there is one.
     pub fn load(&self) -> Result<Engine> {
         let files = self.files()?;
+        let quantizing = files.quantizes_at_load(self.dtype);
+        if let Some(note) = quantizing.and_then(|q| self.convert_hint(q, QUANTIZE_HINT_BYTES)) {
+            eprintln!("note: {note}");
+        }
         // Drawn only when stderr is a terminal (indicatif hides it otherwise).
         let bar = indicatif::ProgressBar::new(files.weights.stored_bytes());
+        let what = if quantizing.is_some() { "loading and quantizing" } else { "loading" };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("loading {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} eta {{eta}}"))
                 .expect("valid template"),
         );
         let engine = Engine::new_with_progress(files, device::select(self.backend)?, &self.options(), &|done, _| {
@@ -150,6 +170,9 @@ pub fn prompt_bar(len: usize, chunk: usize) -> indicatif::ProgressBar {
     );
     bar
 }
+
+/// Loading that quantizes more than this says that `minimax convert` would save the time.
+pub const QUANTIZE_HINT_BYTES: u64 = 4 << 30;
 
 pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
     text.split(',')

@@ -38,6 +38,9 @@ pub fn main(args: Args) -> Result<()> {
     let state = lightning as u64 * (config.num_heads * config.head_dim * config.head_dim * 4) as u64;
     let kv_per_token = (config.num_layers() - lightning) as u64 * (2 * config.num_kv_heads * config.head_dim * 4) as u64;
     println!("sequence state    {} lightning state + {} KV cache per token", bytes(state), bytes(kv_per_token));
+    if let Some(note) = files.quantizes_at_load(args.model.dtype).and_then(|q| args.model.convert_hint(q, 0)) {
+        println!("load              {note}");
+    }
 
     let selected = device::select(args.model.backend)?;
     if let Some(notice) = &selected.notice {

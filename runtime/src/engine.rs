@@ -80,6 +80,18 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// With `dtype` Q8 or Q4 and float weights (not a GGUF's or a pack's blocks), loading
+    /// quantizes them: the bytes of weights that will be read and quantized, and the format.
+    /// `minimax convert` does that once and stores the blocks.
+    pub fn quantizes_at_load(&self, dtype: MatrixDType) -> Option<(u64, StoredDType)> {
+        let format = match dtype {
+            MatrixDType::Q8 => StoredDType::Q8_0,
+            MatrixDType::Q4 => StoredDType::Q4_1,
+            _ => return None,
+        };
+        (self.weights.stored_blocks().is_none() && self.experts.is_none()).then(|| (self.weights.stored_bytes(), format))
+    }
+
     /// A model from safetensors bytes (one file or shards) and its JSON files.
     pub fn from_safetensors(
         config_json: String,
