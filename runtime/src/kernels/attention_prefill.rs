@@ -68,11 +68,28 @@ pub(super) fn check(
 ///   new tokens;
 /// - returns `[T, Hq * D]`.
 pub fn attention_prefill(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Result<Tensor<2>, KernelError> {
-    let (t, _, _, d, l) = check("attention_prefill", &q, &k, &v)?;
+    let len = k.dims()[0];
+    attention_prefill_prefix(q, k, v, len)
+}
+
+/// [`attention_prefill`] over the first `len` positions of `k` and `v`, which may hold more
+/// (a KV cache's whole capacity): the kernel reads only keys `0..len`, where a view of them
+/// would be copied to a new buffer first, an O(context) copy per prompt chunk.
+///
+/// # Shapes
+/// `k`, `v`: `[capacity, Hkv, D]` with `T ≤ len ≤ capacity`; the rest as [`attention_prefill`].
+pub fn attention_prefill_prefix(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: usize) -> Result<Tensor<2>, KernelError> {
+    let (t, _, _, d, capacity) = check("attention_prefill", &q, &k, &v)?;
+    if len < t || len > capacity {
+        return Err(KernelError::Shape {
+            kernel: "attention_prefill",
+            reason: format!("{t} queries ending at position {len} of a cache of {capacity}"),
+        });
+    }
     keys_per_tile(d)?;
-    let past = l - t;
+    let past = len - t;
     if !uses_wgsl(&q.device()) {
-        return Ok(reference(q, k, v, past));
+        return Ok(reference(q, k.narrow(0, 0, len), v.narrow(0, 0, len), past));
     }
     Ok(float(Dispatch::attention_prefill(
         q.into_dispatch(),
@@ -157,9 +174,17 @@ mod tests {
             let k = random(s + 1, [past + t, hkv, d], 1.0, &device);
             let v = random(s + 2, [past + t, hkv, d], 1.0, &device);
             let o = attention_prefill(q.clone(), k.clone(), v.clone()).unwrap();
-            let r = reference(q, k, v, past);
-            let (e, _) = diff(o, r);
+            let r = reference(q.clone(), k.clone(), v.clone(), past);
+            let (e, _) = diff(o, r.clone());
             assert!(e < 1e-5, "T{t} past{past} Hq{hq} Hkv{hkv} D{d}: {e}");
+            // The same keys at the start of larger buffers (a cache's capacity, the rest
+            // garbage) give the same rows.
+            let spare = 13;
+            let (kx, vx) = (random(s + 3, [spare, hkv, d], 9.0, &device), random(s + 4, [spare, hkv, d], 9.0, &device));
+            let (k, v) = (Tensor::cat(vec![k, kx], 0), Tensor::cat(vec![v, vx], 0));
+            let o = attention_prefill_prefix(q, k, v, past + t).unwrap();
+            let (e, _) = diff(o, r);
+            assert!(e < 1e-5, "prefix: T{t} past{past} Hq{hq} Hkv{hkv} D{d}: {e}");
         }
     }
 

@@ -9,7 +9,7 @@ use super::state::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Error, WeightsError};
 use crate::kernels::rope::rope;
-use crate::kernels::{attention_decode::attention_decode_prefix, attention_prefill::attention_prefill};
+use crate::kernels::{attention_decode::attention_decode_prefix, attention_prefill::attention_prefill_prefix};
 use crate::weights::{Loader, Names};
 
 #[derive(Debug, Clone)]
@@ -66,8 +66,8 @@ impl Attention {
             let (k, v) = cache.buffers();
             attention_decode_prefix(q, k, v, cache.len())?
         } else {
-            let (k, v) = cache.valid();
-            attention_prefill(q, k, v)?
+            let (k, v) = cache.buffers();
+            attention_prefill_prefix(q, k, v, cache.len())?
         };
         Ok(self.o.forward(o))
     }
