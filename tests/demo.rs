@@ -58,7 +58,6 @@ fn greedy_samples_match_transformers() {
 #[test]
 fn a_conversation_records_exactly_what_its_state_consumed() {
     use minimax_runtime::chat::{ChatTemplate, Conversation};
-    use minimax_runtime::model::Logits;
     let e = engine_at(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo"), BackendChoice::Cpu);
     let config = serde_json::json!({"chat_template": "{% for m in messages %}{{ m.content }}\n{% endfor %}"}).to_string();
     let template = ChatTemplate::from_tokenizer_config(&config).unwrap().unwrap();
@@ -76,9 +75,7 @@ fn a_conversation_records_exactly_what_its_state_consumed() {
     let mut fresh = e.new_state();
     let mut all = conv.fed.clone();
     all.push(next);
-    let a = pollster::block_on(e.model.forward(&[next], &mut conv.state, Logits::Last)).unwrap();
-    let b = pollster::block_on(e.model.forward(&all, &mut fresh, Logits::Last)).unwrap();
-    let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+    let (a, b) = (minimax_tests::last_logits(&e, &[next], &mut conv.state), minimax_tests::last_logits(&e, &all, &mut fresh));
     assert!(minimax_tests::max_abs(&a, &b) < 1e-3, "{}", minimax_tests::max_abs(&a, &b));
 }
 
@@ -89,15 +86,11 @@ fn a_conversation_records_exactly_what_its_state_consumed() {
 /// has lightning layers and a KV cache).
 #[test]
 fn pipelined_greedy_decoding_ends_in_the_state_of_the_plain_loop() {
-    use minimax_runtime::model::Logits;
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo");
     for backend in backends() {
         let e = engine_at(&demo, backend);
         let prompt = minimax_tests::demo_prompt(&e);
-        let logits = |tokens: &[u32], state: &mut minimax_runtime::model::State| {
-            let l = pollster::block_on(e.model.forward(tokens, state, Logits::Last)).unwrap();
-            l.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-        };
+        let logits = |tokens: &[u32], state: &mut minimax_runtime::model::State| minimax_tests::last_logits(&e, tokens, state);
         // The plain loop's 6 greedy tokens.
         let mut state = e.new_state();
         let mut row = logits(&prompt, &mut state);
@@ -142,15 +135,11 @@ fn pipelined_greedy_decoding_ends_in_the_state_of_the_plain_loop() {
 /// second branch has run.
 #[test]
 fn prefix_cache_entries_survive_the_branches_resumed_from_them() {
-    use minimax_runtime::model::Logits;
     use minimax_runtime::prefix_cache::PrefixCache;
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/minimax-demo");
     for backend in backends() {
         let e = engine_at(&demo, backend);
-        let logits = |tokens: &[u32], state: &mut minimax_runtime::model::State| {
-            let l = pollster::block_on(e.model.forward(tokens, state, Logits::Last)).unwrap();
-            l.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-        };
+        let logits = |tokens: &[u32], state: &mut minimax_runtime::model::State| minimax_tests::last_logits(&e, tokens, state);
         let cold = |tokens: &[u32]| logits(tokens, &mut e.new_state());
         let base: Vec<u32> = (1..40).collect();
         // Both branches fit the capacity the entry's KV buffer has (64 rows), where an append in place

@@ -43,6 +43,12 @@ pub fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
     pollster::block_on(engine.generate(&mut state, prompt, &options, |_| true)).unwrap().tokens
 }
 
+/// The logits after feeding `tokens` into `state` (the last position's), on the host.
+pub fn last_logits(engine: &Engine, tokens: &[u32], state: &mut minimax_runtime::model::State) -> Vec<f32> {
+    let l = pollster::block_on(engine.model.forward(tokens, state, minimax_runtime::model::Logits::Last)).unwrap();
+    l.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
 /// The argmax of each `vocab`-wide row of `logits`.
 pub fn argmax_rows(logits: &[f32], vocab: usize) -> Vec<usize> {
     logits

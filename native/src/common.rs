@@ -183,13 +183,4 @@ pub fn parse_ids(text: &str) -> Result<Vec<u32>> {
 }
 
 /// Human-readable byte count.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[unit]) }
-}
+pub use minimax_runtime::error::human_bytes as bytes;

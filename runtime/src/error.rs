@@ -137,16 +137,16 @@ impl RuntimeError {
     }
 }
 
-/// `n` bytes for people: "3.00 GiB".
+/// `n` bytes for people: "3.00 GiB" (the CLI's byte counts too).
 pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;
     while v >= 1024.0 && unit + 1 < UNITS.len() {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} bytes") } else { format!("{v:.2} {}", UNITS[unit]) }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.2} {}", UNITS[unit]) }
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Sampler {
         // k candidates; without it the vocabulary is walked in that order lazily
         // ([`Descending`]): a full sort of 200K logits per token costs more than the decode
         // step, and top-p, min-p and the draw all stop within the first few hundred.
-        let first = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+        let first = |a: &usize, b: &usize| by_logit(&logits, *a, *b);
         let mut order: Vec<usize> = (0..logits.len()).collect();
         if p.top_k > 0 && p.top_k < order.len() {
             order.select_nth_unstable_by(p.top_k - 1, first);
@@ -84,15 +84,19 @@ impl Sampler {
         for &i in &order {
             weights[i] = (logits[i] / p.temperature - max).exp();
         }
-        let weight = |i: usize| weights[i];
-        let total: f32 = order.iter().map(|&i| weight(i)).sum();
+        let total: f32 = order.iter().map(|&i| weights[i]).sum();
         let mut walk = Descending::new(&order, &logits, &weights);
+        if p.top_p >= 1.0 && p.min_p <= 0.0 {
+            // Nothing to cut: draw now, walking only as far as the draw lands.
+            let u: f32 = self.rng.random();
+            return draw(u, walk.map(|i| (i, weights[i] / total)));
+        }
         // The kept candidates: the shortest prefix whose probability reaches top-p, cut where a
         // probability falls under min-p times the first one's.
         let (mut kept, mut probs) = (Vec::new(), Vec::new());
         let mut acc = 0.0;
-        while let Some(i) = walk.next() {
-            let q = weight(i) / total;
+        for i in walk.by_ref() {
+            let q = weights[i] / total;
             if p.min_p > 0.0 && !probs.is_empty() && q < probs[0] * p.min_p {
                 break;
             }
@@ -102,33 +106,30 @@ impl Sampler {
             if p.top_p < 1.0 && acc >= p.top_p {
                 break;
             }
-            if p.top_p >= 1.0 && p.min_p <= 0.0 {
-                // Nothing to cut: draw now, walking only as far as the draw lands.
-                let mut u: f32 = self.rng.random();
-                let mut last = i;
-                let mut next = Some(i);
-                while let Some(j) = next {
-                    let q = weight(j) / total;
-                    if u < q {
-                        return j as u32;
-                    }
-                    u -= q;
-                    last = j;
-                    next = walk.next();
-                }
-                return last as u32;
-            }
         }
         normalise(&mut probs);
-        let mut u: f32 = self.rng.random();
-        for (&i, &q) in kept.iter().zip(&probs) {
-            if u < q {
-                return i as u32;
-            }
-            u -= q;
-        }
-        kept[probs.len() - 1] as u32
+        let u: f32 = self.rng.random();
+        draw(u, kept.into_iter().zip(probs))
     }
+}
+
+/// The order of the full sort: larger logit first, lower id first on ties.
+fn by_logit(logits: &[f32], a: usize, b: usize) -> std::cmp::Ordering {
+    logits[b].total_cmp(&logits[a]).then(a.cmp(&b))
+}
+
+/// Inverse-CDF draw: the first candidate whose probability is more than what is left of
+/// `u`, or the last one when rounding leaves some of `u` at the end.
+fn draw(mut u: f32, candidates: impl Iterator<Item = (usize, f32)>) -> u32 {
+    let mut last = 0;
+    for (i, q) in candidates {
+        if u < q {
+            return i as u32;
+        }
+        u -= q;
+        last = i;
+    }
+    last as u32
 }
 
 /// Candidate ids in descending order of logit (ties: lower id first), produced lazily: ids are
@@ -168,8 +169,7 @@ impl Iterator for Descending<'_> {
             }
             let mut next = std::mem::take(self.buckets.get_mut(self.bucket)?);
             self.bucket += 1;
-            let logits = self.logits;
-            next.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+            next.sort_unstable_by(|&a, &b| by_logit(self.logits, a, b));
             self.current = next.into_iter();
         }
     }

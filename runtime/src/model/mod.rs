@@ -296,7 +296,7 @@ impl Model {
             }
             x = x.select(0, index(inverse));
         }
-        if x.dtype() != DType::F32 { x.cast(DType::F32) } else { x }
+        f32_rows(x)
     }
 
     /// A fresh per-sequence state on this model's device.
@@ -339,8 +339,7 @@ impl Model {
             return Ok(None);
         }
         self.check_context(state.position + 1)?;
-        let x = parts[0].clone().select(0, id);
-        let x = if x.dtype() != DType::F32 { x.cast(DType::F32) } else { x };
+        let x = f32_rows(parts[0].clone().select(0, id));
         Ok(Some(self.run(x, state, logits).await?))
     }
 
@@ -417,4 +416,9 @@ impl Model {
         let (_, y) = rms_norm(x, pending, &self.norm, eps)?;
         Ok(self.lm_head.forward(y))
     }
+}
+
+/// Embedding rows as the residual stream holds them: f32 (tables may be stored narrower).
+fn f32_rows(x: Tensor<2>) -> Tensor<2> {
+    if x.dtype() != DType::F32 { x.cast(DType::F32) } else { x }
 }
