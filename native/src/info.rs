@@ -56,6 +56,7 @@ pub fn main(args: Args) -> Result<()> {
         println!("  storage buffers {} per stage", a.max_storage_buffers_per_shader_stage);
         println!("  shader-f16      {}", a.shader_f16);
         println!("  subgroups       {}", a.subgroups);
+        println!("  coop matrices   {} (f16 16×16×16 into f32, prefill matmuls)", a.cooperative_f16);
     }
     Ok(())
 }

@@ -78,6 +78,9 @@ pub struct AdapterSummary {
     pub max_storage_buffers_per_shader_stage: u32,
     pub shader_f16: bool,
     pub subgroups: bool,
+    /// Cooperative matrices (tensor cores) as prefill's matmuls use them: 16×16×16 products of
+    /// f16 A and B into f32 C, in subgroups of exactly 32 invocations (`qgemm_coop`).
+    pub cooperative_f16: bool,
 }
 
 impl AdapterSummary {
@@ -86,6 +89,7 @@ impl AdapterSummary {
         let info = setup.adapter.get_info();
         let limits = setup.device.limits();
         let features = setup.device.features();
+        let cooperative_f16 = cooperative_f16(setup, &info);
         Self {
             name: info.name,
             backend: format!("{:?}", info.backend),
@@ -98,8 +102,29 @@ impl AdapterSummary {
             max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             shader_f16: features.contains(Features::SHADER_F16),
             subgroups: features.contains(Features::SUBGROUP),
+            cooperative_f16,
         }
     }
+}
+
+/// Whether the device offers what `qgemm_coop` needs (see [`AdapterSummary::cooperative_f16`]).
+/// `MINIMAX_COOPMAT=0` turns the path off (to compare against the scalar tiles).
+fn cooperative_f16(setup: &burn::tensor::wgpu::WgpuSetup, info: &burn::tensor::wgpu::wgpu::AdapterInfo) -> bool {
+    use burn::tensor::wgpu::wgpu::{CooperativeScalarType as T, Features};
+    if std::env::var("MINIMAX_COOPMAT").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    let features = setup.device.features();
+    if !features.contains(Features::EXPERIMENTAL_COOPERATIVE_MATRIX | Features::SHADER_F16) {
+        return false;
+    }
+    // The kernel assigns tiles to subgroups by invocation index / 32.
+    if info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return false;
+    }
+    setup.adapter.cooperative_matrix_properties().iter().any(|c| {
+        (c.m_size, c.n_size, c.k_size) == (16, 16, 16) && c.ab_type == T::F16 && c.cr_type == T::F32
+    })
 }
 
 /// The device the model runs on, with what we know about it.
@@ -244,6 +269,12 @@ pub async fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
 /// it). False before a wgpu device was selected.
 pub fn has_subgroups() -> bool {
     WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.subgroups)
+}
+
+/// Whether the process's wgpu device runs `qgemm_coop` (cooperative f16 matrices). False
+/// before a wgpu device was selected.
+pub fn has_cooperative_matrices() -> bool {
+    WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.cooperative_f16)
 }
 
 /// The wgpu device for tests, or `None` when the machine has no adapter at all: the test then

@@ -246,7 +246,7 @@ impl Session {
                 "maxBufferSize": a.max_buffer_size, "maxStorageBufferBindingSize": a.max_storage_buffer_binding_size,
                 "maxComputeWorkgroupStorageSize": a.max_compute_workgroup_storage_size,
                 "maxComputeInvocationsPerWorkgroup": a.max_compute_invocations_per_workgroup,
-                "shaderF16": a.shader_f16, "subgroups": a.subgroups,
+                "shaderF16": a.shader_f16, "subgroups": a.subgroups, "cooperativeF16": a.cooperative_f16,
             });
         }
         let serializer = serde_wasm_bindgen::Serializer::json_compatible();

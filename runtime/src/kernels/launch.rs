@@ -17,8 +17,9 @@ pub(crate) struct Wgsl {
     pub name: &'static str,
     pub text: &'static str,
     pub values: Vec<(&'static str, String)>,
-    /// WGSL `enable` extensions, which must precede every declaration (the prelude's too).
-    pub enables: Vec<&'static str>,
+    /// Global directives (`enable f16;`, `diagnostic(...);`), which must precede every
+    /// declaration (the prelude's too).
+    pub directives: Vec<String>,
 }
 
 impl Wgsl {
@@ -27,13 +28,19 @@ impl Wgsl {
             name,
             text,
             values: Vec::new(),
-            enables: Vec::new(),
+            directives: Vec::new(),
         }
     }
 
     /// Heads the module with `enable <extension>;`.
     pub fn enable(mut self, extension: &'static str) -> Self {
-        self.enables.push(extension);
+        self.directives.push(format!("enable {extension};"));
+        self
+    }
+
+    /// Heads the module with `diagnostic(severity, rule);` (e.g. `off, derivative_uniformity`).
+    pub fn diagnostic(mut self, severity_and_rule: &'static str) -> Self {
+        self.directives.push(format!("diagnostic({severity_and_rule});"));
         self
     }
 
@@ -46,8 +53,8 @@ impl Wgsl {
 
 impl KernelSource for Wgsl {
     fn source(&self) -> SourceTemplate {
-        let enables: String = self.enables.iter().map(|e| format!("enable {e};\n")).collect();
-        let mut template = SourceTemplate::new(enables + PRELUDE).add_template(self.text);
+        let directives: String = self.directives.iter().map(|d| format!("{d}\n")).collect();
+        let mut template = SourceTemplate::new(directives + PRELUDE).add_template(self.text);
         for (key, value) in &self.values {
             template = template.register(*key, value.clone());
         }
@@ -55,7 +62,7 @@ impl KernelSource for Wgsl {
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.name, self.values.clone(), self.enables.clone()))
+        KernelId::new::<Self>().info((self.name, self.values.clone(), self.directives.clone()))
     }
 
     fn lang(&self) -> &'static str {

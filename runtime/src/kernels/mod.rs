@@ -15,6 +15,7 @@ pub mod moe_gather;
 pub mod moe_route;
 pub mod moe_scatter;
 pub mod qgemm;
+pub mod qgemm_coop;
 pub mod qgemv;
 pub mod rms_norm;
 pub mod rope;
@@ -122,6 +123,16 @@ pub trait Kernels: burn::backend::Backend {
         pool: IntTensor<Self>,
         params: qgemm::Params,
         variant: qgemv::Variant,
+        tiles: qgemm::Tiles,
+    ) -> FloatTensor<Self>;
+
+    /// `qgemm` over a float weight tensor (a linear layer) instead of a pool of words.
+    fn qgemm_float(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        params: qgemm::Params,
+        variant: qgemv::Variant,
+        tiles: qgemm::Tiles,
     ) -> FloatTensor<Self>;
 
     fn stream_read(data: FloatTensor<Self>, params: stream_read::Params) -> FloatTensor<Self>;
@@ -236,8 +247,19 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         pool: IntTensor<Self>,
         params: qgemm::Params,
         variant: qgemv::Variant,
+        tiles: qgemm::Tiles,
     ) -> FloatTensor<Self> {
-        qgemm::launch(x, pool, params, variant)
+        qgemm::launch(x, pool, params, variant, tiles)
+    }
+
+    fn qgemm_float(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        params: qgemm::Params,
+        variant: qgemv::Variant,
+        tiles: qgemm::Tiles,
+    ) -> FloatTensor<Self> {
+        qgemm::launch(x, weight, params, variant, tiles)
     }
 
     fn stream_read(data: FloatTensor<Self>, params: stream_read::Params) -> FloatTensor<Self> {

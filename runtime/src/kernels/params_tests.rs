@@ -36,7 +36,7 @@ macro_rules! kernels {
 
 #[test]
 fn every_kernels_params_mirror_its_wgsl() {
-    let all = kernels!(
+    let mut all = kernels!(
         argmax,
         attention_decode,
         attention_prefill,
@@ -50,7 +50,15 @@ fn every_kernels_params_mirror_its_wgsl() {
         rms_norm,
         rope,
         stream_read,
-    );
+    )
+    .to_vec();
+    // The cooperative-matrix tiles of qgemm take qgemm's params.
+    all.push((
+        "qgemm_coop",
+        include_str!("qgemm.rs"),
+        include_str!("../../../shaders/qgemm_coop.wgsl"),
+        size_of::<super::qgemm::Params>(),
+    ));
     for (kernel, rust, wgsl, size) in all {
         let (r, w) = (fields(rust, "pub struct Params {"), fields(wgsl, "struct Params {"));
         assert_eq!(r.len(), w.len(), "{kernel}: {r:?} against {w:?}");

@@ -12,9 +12,10 @@ use burn::tensor::{DType, Int, Tensor};
 
 use super::launch::{Wgsl, bind, dispatch, empty, grid, params};
 use super::qgemv::{Variant, XMode, check_matrix, check_x, host_matrix, words, xin};
-use super::{Kernels, float, uses_wgsl};
+use super::{Kernels, float, qgemm_coop, uses_wgsl};
 use crate::error::KernelError;
 use crate::experts::QMatrix;
+use crate::weights::StoredDType;
 
 /// Mirrors `Params` in `shaders/qgemm.wgsl`.
 #[repr(C)]
@@ -64,23 +65,107 @@ pub fn qgemm(
     if !uses_wgsl(&x.device()) {
         return Ok(reference(x, pool, record, m, mode));
     }
-    let tiles_n = m.rows.div_ceil(TILE);
-    let p = Params {
-        m: rows as u32,
-        rows: m.rows as u32,
-        cols: m.cols as u32,
-        per,
-        x_stride,
-        row_bytes,
-        words: start as u32,
-        tiles_n: tiles_n as u32,
-        tiles: (rows.div_ceil(TILE) * tiles_n) as u32,
-        _pad0: 0,
-        _pad1: 0,
-        _pad2: 0,
-    };
+    let tiles = Tiles::for_matrix(&m, rows);
+    let p = tiles.params(rows, &m, per, x_stride, row_bytes, start);
     let variant = Variant::scalar(m.dtype, mode == XMode::SwiGlu);
-    Ok(float(Dispatch::qgemm(x.into_dispatch(), words(pool).into_dispatch(), p, variant)))
+    let y = float(Dispatch::qgemm(x.into_dispatch(), words(pool).into_dispatch(), p, variant, tiles));
+    Ok(tiles.trim(y, rows))
+}
+
+/// `xin Wᵀ` for a float weight tensor `W` `[N, K]` (a linear layer's, f16 or f32) through the
+/// same kernels, when [`takes_float`] says they serve it better than Burn's matmul: on
+/// cooperative matrices, never on the scalar tiles (Burn's f16 matmul outruns those).
+///
+/// # Shapes
+/// `x`: `[M / per, K]` for `XMode::Rows { per }`, `[M, 2K]` for `XMode::SwiGlu` → `[M, N]`.
+pub fn qgemm_float(x: Tensor<2>, w: &Tensor<2>, mode: XMode) -> Result<Tensor<2>, KernelError> {
+    let err = |reason: String| KernelError::Shape { kernel: "qgemm", reason };
+    let [n, k] = w.dims();
+    let dtype = match w.dtype() {
+        DType::F32 => StoredDType::F32,
+        DType::F16 if k.is_multiple_of(2) => StoredDType::F16,
+        other => return Err(err(format!("{other:?} weights of {k} columns"))),
+    };
+    let m = QMatrix { dtype, rows: n, cols: k, offset: 0 };
+    let Some((rows, per, x_stride)) = check_x(&x, mode, k).filter(|r| r.0 > 0) else {
+        return Err(err(format!("x {:?} for {mode:?} and {m:?}", x.dims())));
+    };
+    if !uses_wgsl(&x.device()) {
+        return Ok(xin(x, mode, k).matmul(w.clone().transpose()));
+    }
+    let row_bytes = dtype.row_bytes(k).expect("float rows are whole elements") as u32;
+    let tiles = Tiles::for_matrix(&m, rows);
+    let p = tiles.params(rows, &m, per, x_stride, row_bytes, 0);
+    // Rows of whole 16-byte groups are read as vectors (a tensor's binding starts aligned).
+    let vec_pool = row_bytes.is_multiple_of(16);
+    let vec_x = x_stride.is_multiple_of(4) && k.is_multiple_of(4);
+    let variant = Variant { dtype, swiglu: mode == XMode::SwiGlu, vec_x, vec_pool };
+    let y = float(Dispatch::qgemm_float(x.into_dispatch(), w.clone().into_dispatch(), p, variant, tiles));
+    Ok(tiles.trim(y, rows))
+}
+
+/// Whether [`qgemm_float`] is the better matmul for `w` on this device: cooperative matrices
+/// exist and take its shape.
+pub fn takes_float(w: &Tensor<2>) -> bool {
+    let [n, k] = w.dims();
+    w.dtype() == DType::F16 && k.is_multiple_of(2) && uses_wgsl(&w.device()) && qgemm_coop::takes(n)
+}
+
+/// Which tiles multiply: cooperative matrices where the device and shape allow (64 or 128
+/// input rows per workgroup, by M), else the scalar 64×64 tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tiles {
+    Scalar,
+    /// `qgemm_coop` with this many 16-row tiles per subgroup (2: 64-row tiles, 4: 128).
+    Coop { sub_m: u32 },
+}
+
+impl Tiles {
+    fn for_matrix(m: &QMatrix, rows: usize) -> Self {
+        if !qgemm_coop::takes(m.rows) {
+            Self::Scalar
+        } else if rows >= 128 {
+            Self::Coop { sub_m: 4 }
+        } else {
+            Self::Coop { sub_m: 2 }
+        }
+    }
+
+    /// Output rows and columns of one workgroup's tile.
+    fn tile(self) -> (usize, usize) {
+        match self {
+            Self::Scalar => (TILE, TILE),
+            Self::Coop { sub_m } => (32 * sub_m as usize, qgemm_coop::TILE_N),
+        }
+    }
+
+    /// The launch's params; `start` is the matrix's first word in the bound buffer.
+    fn params(self, rows: usize, m: &QMatrix, per: u32, x_stride: u32, row_bytes: u32, start: usize) -> Params {
+        let (tile_m, tile_n) = self.tile();
+        let tiles_n = m.rows.div_ceil(tile_n);
+        Params {
+            m: rows as u32,
+            rows: m.rows as u32,
+            cols: m.cols as u32,
+            per,
+            x_stride,
+            row_bytes,
+            words: start as u32,
+            tiles_n: tiles_n as u32,
+            tiles: (rows.div_ceil(tile_m) * tiles_n) as u32,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
+        }
+    }
+
+    /// The output's first `rows` rows (the cooperative kernel writes whole tiles of rows).
+    fn trim(self, y: Tensor<2>, rows: usize) -> Tensor<2> {
+        match self {
+            Self::Scalar => y,
+            Self::Coop { .. } => y.narrow(0, 0, rows),
+        }
+    }
 }
 
 /// The reference in plain Burn ops over host-decoded weights (also the CPU path).
@@ -89,8 +174,11 @@ pub fn reference(x: Tensor<2>, pool: &Tensor<1, Int>, record: usize, m: QMatrix,
     xin(x, mode, m.cols).matmul(w.transpose())
 }
 
-pub(super) fn launch(x: CubeTensor, pool: CubeTensor, p: Params, variant: Variant) -> CubeTensor {
-    assert_eq!(pool.dtype.size(), 4, "qgemm reads the pool as u32 words");
+pub(super) fn launch(x: CubeTensor, pool: CubeTensor, p: Params, variant: Variant, tiles: Tiles) -> CubeTensor {
+    if let Tiles::Coop { sub_m } = tiles {
+        return qgemm_coop::launch(x, pool, p, variant, sub_m);
+    }
+    assert_eq!(pool.dtype.size() % 2, 0, "qgemm reads the pool as u32 words");
     let (x, xb) = bind(x);
     let (_pool, pb) = bind(pool);
     let y = empty(&x, [p.m as usize, p.rows as usize], DType::F32);
@@ -207,6 +295,23 @@ mod tests {
                     );
                 }
             }
+        }
+        // A linear layer's f16 weight (cooperative tiles where the adapter has them) against
+        // Burn's f16 matmul, which prefill used for every float weight before.
+        let w = random(3, [f, c], 1.0, &device).cast(DType::F16);
+        for rows in [128, 512, 4096] {
+            let x = random(4, [rows, c], 1.0, &device);
+            let flop = 2.0 * (rows * f * c) as f64;
+            let q = time(&mut || drop(qgemm_float(x.clone(), &w, XMode::Rows { per: 1 }).unwrap()));
+            let d = time(&mut || drop(x.clone().cast(DType::F16).matmul(w.clone().transpose()).cast(DType::F32)));
+            eprintln!(
+                "qgemm_float f16 [{f}, {c}] M {rows} ({:?}): {:.1} µs, {:.1} TFLOP/s (Burn f16 matmul {:.1} µs, {:.1} TFLOP/s)",
+                Tiles::for_matrix(&QMatrix { dtype: StoredDType::F16, rows: f, cols: c, offset: 0 }, rows),
+                q * 1e6,
+                flop / q / 1e12,
+                d * 1e6,
+                flop / d / 1e12
+            );
         }
     }
 

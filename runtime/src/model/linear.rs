@@ -1,7 +1,8 @@
 //! A linear layer `y = x Wᵀ (+ b)` whose weight is stored narrower than the f32 activations:
 //!
 //! - **Float**: f32, or f16 on GPUs with shader-f16. Up to [`MAX_ROWS`] rows (decode) go through
-//!   the bandwidth-bound `qgemv` kernel on a wgpu device; more rows through Burn's matmul.
+//!   the bandwidth-bound `qgemv` kernel on a wgpu device; more rows through `qgemm`'s
+//!   cooperative-matrix tiles where the device has them (f16), else Burn's matmul.
 //! - **Quantized**: ggml Q8_0 or Q4_1 blocks on a wgpu device, multiplied by the same kernels
 //!   as the experts (`qgemv` for a few rows, `qgemm` for more), dequantizing in registers.
 //!   On the CPU backend a quantized checkpoint is dequantized once at load into Float.
@@ -14,7 +15,7 @@ use burn::tensor::{DType, Int, Tensor};
 
 use crate::error::{Error, WeightsError};
 use crate::experts::QMatrix;
-use crate::kernels::qgemm::qgemm;
+use crate::kernels::qgemm::{qgemm, qgemm_float, takes_float};
 pub use crate::kernels::qgemv::MAX_ROWS;
 use crate::kernels::qgemv::{Epilogue, XMode, apply, gemv_float, gemv_words, xin};
 use crate::kernels::uses_wgsl;
@@ -129,6 +130,11 @@ impl Linear {
             Weight::Float(parts) if few && parts.iter().all(gemv_reads) => parts
                 .iter()
                 .map(|w| gemv_float(x.clone(), w, mode, fused.clone()).expect("float weights are checked at load"))
+                .collect(),
+            // Prefill on tensor cores, where the device has cooperative matrices.
+            Weight::Float(parts) if !few && parts.iter().all(takes_float) => parts
+                .iter()
+                .map(|w| apply(qgemm_float(x.clone(), w, mode).expect("f16 weights are checked at load"), fused.clone()))
                 .collect(),
             Weight::Float(parts) => {
                 let dtype = parts[0].dtype();

@@ -1,0 +1,169 @@
+//! `qgemm_coop`: the prefill matmul `Y[M, N] = xin · Wᵀ` of [`qgemm`](super::qgemm) on
+//! cooperative matrices (tensor cores), where the adapter offers 16×16×16 products of f16 A
+//! and B into f32 C in subgroups of 32 (`AdapterSummary::cooperative_f16`).
+//!
+//! Same operands, params and result as `qgemm`, except that products take f16 operands: the
+//! input and the dequantised weights are rounded to f16 as they are staged (the reference is
+//! `qgemm`'s with both rounded so), while sums stay f32. `qgemm` picks this kernel by itself
+//! ([`takes`]); linear layers with f16 weights reach it through `qgemm_float`.
+//!
+//! Why: prefill spends 86 % of its kernel time in `qgemm` at Text-01 dimensions, at 5.8
+//! TFLOP/s of scalar FMAs on a GPU whose tensor cores do two orders of magnitude more.
+
+use burn::backend::wgpu::CubeTensor;
+use burn::tensor::DType;
+
+use super::launch::{Wgsl, bind, dispatch, empty, grid, params};
+use super::qgemm::Params;
+use super::qgemv::Variant;
+
+/// Weight rows of a workgroup's tile (its input rows are 32 · `sub_m`: 64 or 128).
+pub const TILE_N: usize = 128;
+const WORKGROUP: u32 = 256;
+
+/// Whether a matrix of `rows` weight rows (the output's columns) is multiplied here on this
+/// process's device: it has the cooperative matrices, and the rows are whole 16-row tiles.
+pub fn takes(rows: usize) -> bool {
+    rows.is_multiple_of(16) && rows > 0 && crate::device::has_cooperative_matrices()
+}
+
+/// Launches the kernel for `qgemm`'s params (tiled by 32 · `sub_m` × [`TILE_N`]); returns `Y`
+/// with its rows padded to a multiple of the tile's (the caller narrows it to `M`).
+pub(super) fn launch(x: CubeTensor, pool: CubeTensor, p: Params, variant: Variant, sub_m: u32) -> CubeTensor {
+    assert!(sub_m == 2 || sub_m == 4, "64- or 128-row tiles");
+    assert_eq!(pool.dtype.size() % 2, 0, "qgemm reads the pool as u32 words");
+    assert!(p.rows.is_multiple_of(16), "whole 16-row tiles");
+    let (x, xb) = bind(x);
+    let (_pool, pb) = bind(pool);
+    let tile_m = 32 * sub_m as usize;
+    let padded = (p.m as usize).div_ceil(tile_m) * tile_m;
+    let y = empty(&x, [padded, p.rows as usize], DType::F32);
+    dispatch(&x, kernel(variant, sub_m), WORKGROUP, grid(p.tiles), vec![xb, pb, y.handle.clone().binding()], params(&p));
+    y
+}
+
+fn kernel(variant: Variant, sub_m: u32) -> Wgsl {
+    variant.apply(
+        Wgsl::new(
+            "qgemm_coop",
+            concat!(include_str!("../../../shaders/qblock.wgsl"), include_str!("../../../shaders/qgemm_coop.wgsl")),
+        )
+        .enable("f16")
+        .enable("wgpu_cooperative_matrix")
+        // Cooperative operations need subgroup-uniform control flow, which the branches around
+        // them have (they depend on the subgroup's index); WGSL's analysis only knows
+        // workgroup uniformity and would reject them.
+        .diagnostic("off, derivative_uniformity")
+        .with("sub_m", sub_m),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{DType, Tensor};
+
+    use super::*;
+    use crate::experts::QMatrix;
+    use crate::kernels::qgemm::{qgemm, qgemm_float};
+    use crate::kernels::qgemv::tests::FORMATS;
+    use crate::kernels::qgemv::{XMode, host_matrix, xin};
+    use crate::kernels::testing::{check, expert_pool, gpu, ints, random};
+
+    /// Rounded to f16 and back, as the kernel stages its operands.
+    fn f16(t: Tensor<2>) -> Tensor<2> {
+        t.cast(DType::F16).cast(DType::F32)
+    }
+
+    /// The device when it has cooperative matrices. Elsewhere (lavapipe in CI) the test says it
+    /// skips; `MINIMAX_REQUIRE_COOPMAT=1` (set where the hardware has them) makes that a failure.
+    fn coop_gpu() -> Option<burn::tensor::Device> {
+        let device = gpu()?;
+        if takes(16) {
+            return Some(device);
+        }
+        if std::env::var("MINIMAX_REQUIRE_COOPMAT").is_ok_and(|v| v == "1") {
+            panic!("MINIMAX_REQUIRE_COOPMAT=1 but the adapter has no f16 cooperative matrices");
+        }
+        eprintln!("SKIPPED: qgemm_coop needs cooperative f16 matrices, which this adapter lacks");
+        None
+    }
+
+    /// Every variant parses, validates and compiles to SPIR-V with wgpu's shader compiler, on
+    /// any machine: CI's adapter cannot run this kernel, and naga's SPIR-V writer has failed on
+    /// cooperative stores whose operands were not bound to names (an internal panic, not an
+    /// error, on the user's machine).
+    #[test]
+    fn compiles_to_spirv() {
+        use burn::backend::wgpu::KernelSource;
+        use naga::valid::{Capabilities, ValidationFlags, Validator};
+        for dtype in FORMATS {
+            for swiglu in [false, true] {
+                for (vec_x, vec_pool, sub_m) in [(false, false, 2), (true, true, 4)] {
+                    let src = kernel(Variant { dtype, swiglu, vec_x, vec_pool }, sub_m).source().complete();
+                    let what = format!("{} swiglu {swiglu} vec {vec_x} sub_m {sub_m}", dtype.name());
+                    let module = naga::front::wgsl::parse_str(&src)
+                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+                    let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+                        .validate(&module)
+                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+                    let spirv = naga::back::spv::write_vec(&module, &info, &Default::default(), None);
+                    assert!(spirv.is_ok_and(|w| !w.is_empty()), "{what}");
+                }
+            }
+        }
+    }
+
+    /// Every block format, modes and ragged M and K against `qgemm`'s reference with both
+    /// operands rounded to f16: what remains is f32 summation order.
+    #[test]
+    fn kernel_matches_reference() {
+        let Some(device) = coop_gpu() else { return };
+        for (i, dtype) in FORMATS.into_iter().enumerate() {
+            let mut shapes = vec![(160, 96)];
+            if !dtype.is_quantized() {
+                shapes.push((40, 42)); // rows end inside a 32-column step
+            }
+            for (hidden, ffn) in shapes {
+                let (layout, words, table) = expert_pool(i as u64, dtype, hidden, ffn, &[Some(1), Some(0)]);
+                let pool = ints(&words, &device);
+                for m in [layout.gate_up(), layout.down(), QMatrix { rows: 48, ..layout.gate_up() }] {
+                    let record = table[0] as usize;
+                    let w = f16(host_matrix(&pool, record, &m, &device));
+                    for rows in [1usize, 17, 70, 130] {
+                        for (mode, x_rows, x_cols) in [
+                            (XMode::Rows { per: 1 }, rows, m.cols),
+                            (XMode::SwiGlu, rows, 2 * m.cols),
+                            (XMode::Rows { per: 2 }, rows.div_ceil(2), m.cols),
+                        ] {
+                            let what = format!("{} {m:?} M {rows} {mode:?}", dtype.name());
+                            let x = random(5 + rows as u64, [x_rows, x_cols], 1.0, &device);
+                            let want = f16(xin(x.clone(), mode, m.cols)).matmul(w.clone().transpose());
+                            let y = qgemm(x, &pool, record, m, mode).unwrap();
+                            assert_eq!(y.dims(), want.dims(), "{what}");
+                            check(y, want, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Linear layers' f16 weights, bound as they are, with rows of 16-byte groups (vector
+    /// reads) and without.
+    #[test]
+    fn float_weights_match_reference() {
+        let Some(device) = coop_gpu() else { return };
+        for (n, k) in [(64, 96), (144, 200), (32, 42)] {
+            let w = random(1, [n, k], 1.0, &device).cast(DType::F16);
+            assert!(crate::kernels::qgemm::takes_float(&w));
+            for rows in [3usize, 64, 129] {
+                for (mode, cols) in [(XMode::Rows { per: 1 }, k), (XMode::SwiGlu, 2 * k)] {
+                    let x = random(rows as u64, [rows, cols], 2.0, &device);
+                    let want = f16(xin(x.clone(), mode, k)).matmul(w.clone().cast(DType::F32).transpose());
+                    let y = qgemm_float(x, &w, mode).unwrap();
+                    check(y, want, &format!("f16 [{n}, {k}] M {rows} {mode:?}"));
+                }
+            }
+        }
+    }
+}
