@@ -54,16 +54,31 @@ fn word_at(mw: u32, b: u32) -> u32 {
     return (pool_word(i) >> 16u) | (pool_word(i + 1u) << 16u);
 }
 
-// The 4 signed bytes of a word, low byte first (shift each to the top, then sign-extend down).
+// Quants become floats without int-to-float conversions, which NVIDIA GPUs issue at a quarter
+// of the FMA rate: at one token a quantized matmul converts 2 (Q4_1) or 1 (Q8_0) values per
+// byte read, so at full memory bandwidth the converts, not the loads, would bound it. An
+// integer n < 2²³ OR-ed into the mantissa of 2²³ (bits 0x4B000000) is the float 2²³ + n
+// exactly, and subtracting 2²³ (exact) leaves n: bitwise ops and one add, all full rate.
+// (CONVERT selects plain conversions instead, only to measure the difference.)
+const MAGIC: u32 = 0x4B000000u; // 2²³ as f32 bits
+const CONVERT: bool = {{ convert }};
+
+// The 4 signed bytes of a word, low byte first: b ^ 0x80 is b + 128 as an unsigned byte.
 fn i8x4(w: u32) -> vec4<f32> {
-    let v = bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u);
-    return vec4<f32>(v);
+    if CONVERT {
+        return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
+    }
+    let u = (vec4<u32>(w ^ 0x80808080u) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xFFu);
+    return bitcast<vec4<f32>>(u | vec4<u32>(MAGIC)) - vec4<f32>(8388736.0); // 2²³ + 128
 }
 
 // The nibbles at bit `shift` of each byte of a word, low byte first.
 fn nib4(w: u32, shift: u32) -> vec4<f32> {
     let v = (vec4<u32>(w) >> (vec4<u32>(0u, 8u, 16u, 24u) + shift)) & vec4<u32>(15u);
-    return vec4<f32>(v);
+    if CONVERT {
+        return vec4<f32>(v);
+    }
+    return bitcast<vec4<f32>>(v | vec4<u32>(MAGIC)) - vec4<f32>(8388608.0); // 2²³
 }
 
 // Elements e0 .. e0 + 8 (e0 a multiple of 8) of row n of the matrix at word mw, whose rows are

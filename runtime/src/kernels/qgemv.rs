@@ -107,11 +107,19 @@ impl Variant {
         kernel
             .with("format", format)
             .with("swiglu", self.swiglu)
+            .with("convert", plain_converts())
             .with("x_elem", x_elem)
             .with("x_access", x_access)
             .with("pool_elem", pool_elem)
             .with("pool_access", pool_access)
     }
+}
+
+/// `MINIMAX_QCONVERT=1`: decode quants with int-to-float conversions instead of the mantissa
+/// trick of shaders/qblock.wgsl (the same values either way), to measure what the trick gives.
+fn plain_converts() -> bool {
+    static PLAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PLAIN.get_or_init(|| std::env::var("MINIMAX_QCONVERT").is_ok_and(|v| v == "1"))
 }
 
 /// Launch options of the decode kernel beyond the data variant.
