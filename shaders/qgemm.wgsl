@@ -4,6 +4,12 @@
 // by expert beforehand, so the M input rows are contiguous). xin(m) is x row m / per, or
 // silu(gate) · up of x row m (SWIGLU).
 //
+// Grouped (p.grouped = 1): several experts in one launch, so that a prefill's MoE fills the
+// GPU with one launch per matrix instead of one per expert (64 tokens of an expert are one
+// row of tiles, 128 workgroups for a whole GPU). Row tile t then takes its first row, its end
+// (the expert's last row + 1) and its matrix word from groups[t]; rows of y outside every
+// group are not written.
+//
 // Tiled: a workgroup owns a 64×64 tile of Y and steps over K one block (32 columns) at a time.
 // Each step loads the 64×32 input tile and the 64×32 weight tile, dequantised in registers by
 // the same unit reads as qgemv, into workgroup memory k-major (so the inner loop reads one
@@ -21,7 +27,7 @@ struct Params {
     words: u32,
     tiles_n: u32,
     tiles: u32,
-    _pad0: u32,
+    grouped: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -29,7 +35,8 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;    // [M / per, K] or [M, 2K] (SWIGLU) (row-major)
 @group(0) @binding(1) var<storage, read_write> pool: array<u32>; // [words] expert records (little-endian)
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;    // [M, N] out (row-major)
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read_write> groups: array<u32>; // [tiles / tiles_n, 4]: first row, end row, matrix word, 0
+@group(0) @binding(4) var<uniform> p: Params;
 
 const WG: u32 = 256u;
 const TILE: u32 = 64u; // output rows and columns of a workgroup
@@ -46,8 +53,9 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let l = linear_workgroup(wid, nwg);
-    let m0 = (l / p.tiles_n) * TILE;
     let n0 = (l % p.tiles_n) * TILE;
+    let span = row_tile(l / p.tiles_n, l < p.tiles);
+    let m0 = span.x;
 
     // The step count must be uniform for the barriers in the loop, and values read from a
     // read_write buffer are not: pass it through the first tile slot (no room is left in 16 KiB
@@ -76,8 +84,8 @@ fn main(
 
     // The units of the next step are fetched into registers before the current tile is
     // multiplied, so that global latency overlaps the arithmetic.
-    var xv = load_x(xm, sub * 8u);
-    var wv = load_w(xn, sub * 8u);
+    var xv = load_x(xm, span.y, sub * 8u);
+    var wv = load_w(span.z, xn, sub * 8u);
     for (var step = 0u; step < steps; step++) {
         // Column k of a tile is vec4s k * V .. (k + 1) * V; this unit is columns 8 sub .. + 8.
         xs[slot][c] = xv.lo.x;
@@ -99,8 +107,8 @@ fn main(
         workgroupBarrier();
         if step + 1u < steps {
             let e0 = (step + 1u) * TK + sub * 8u;
-            xv = load_x(xm, e0);
-            wv = load_w(xn, e0);
+            xv = load_x(xm, span.y, e0);
+            wv = load_w(span.z, xn, e0);
         }
         for (var k = 0u; k < TK; k++) {
             let a = xs[k * V + ty];
@@ -116,32 +124,44 @@ fn main(
     if l < p.tiles {
         let m = m0 + ty * 4u;
         let n = n0 + tx * 4u;
-        store(m, n, acc0);
-        store(m + 1u, n, acc1);
-        store(m + 2u, n, acc2);
-        store(m + 3u, n, acc3);
+        store(m, span.y, n, acc0);
+        store(m + 1u, span.y, n, acc1);
+        store(m + 2u, span.y, n, acc2);
+        store(m + 3u, span.y, n, acc3);
     }
 }
 
-// Unit e0 of input row m (zeros past the last row).
-fn load_x(m: u32, e0: u32) -> Unit {
-    if m < p.m {
+// Row tile t's first row, end row and matrix word: from the group table when grouped, else
+// the t-th TILE rows of all M with the one matrix (`valid`: t is a tile of this launch).
+fn row_tile(t: u32, valid: bool) -> vec3<u32> {
+    if p.grouped != 0u {
+        if valid {
+            return vec3<u32>(groups[4u * t], groups[4u * t + 1u], groups[4u * t + 2u]);
+        }
+        return vec3<u32>(0u);
+    }
+    return vec3<u32>(t * TILE, p.m, p.words);
+}
+
+// Unit e0 of input row m (zeros from row `end` on).
+fn load_x(m: u32, end: u32, e0: u32) -> Unit {
+    if m < end {
         return x_unit((m / p.per) * p.x_stride, e0, p.cols);
     }
     return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
-// Unit e0 of weight row n (zeros past the last row).
-fn load_w(n: u32, e0: u32) -> Unit {
+// Unit e0 of row n of the matrix at word mw (zeros past the last row).
+fn load_w(mw: u32, n: u32, e0: u32) -> Unit {
     if n < p.rows {
-        return w_unit(p.words, n, e0, p.cols, p.row_bytes);
+        return w_unit(mw, n, e0, p.cols, p.row_bytes);
     }
     return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
-// Y[m, n .. n + 4], clipped to the matrix.
-fn store(m: u32, n: u32, v: vec4<f32>) {
-    if m >= p.m {
+// Y[m, n .. n + 4], clipped to the matrix and to rows before `end`.
+fn store(m: u32, end: u32, n: u32, v: vec4<f32>) {
+    if m >= end {
         return;
     }
     let i = m * p.rows + n;

@@ -16,8 +16,9 @@
 // (coopLoad): element (k, n) of B is ws[n·S + k]. Taller tiles (TM = 128, for M ≥ 128) load
 // each B tile for four products instead of two.
 //
-// Y's rows are padded to a multiple of TM by the launcher, so whole 16×16 tiles are stored
-// without a bound check; N is a multiple of 16 and tiles past it are skipped.
+// Grouped (p.grouped = 1): row tile t takes its first row, end row and matrix word from
+// groups[t], as in qgemm. Cooperative stores have no bounds, so each 16×16 result goes through
+// workgroup memory and is written element by element, clipped to the tile's rows and to N.
 //
 // Cooperative operations must run in subgroup-uniform control flow. Every branch around them
 // here is uniform across a subgroup (it depends on the subgroup's index and the params only),
@@ -34,15 +35,16 @@ struct Params {
     words: u32,
     tiles_n: u32,
     tiles: u32,
-    _pad0: u32,
+    grouped: u32,
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<{{ x_elem }}>;    // [M / per, K] or [M, 2K] (SWIGLU)
 @group(0) @binding(1) var<storage, read_write> pool: array<{{ pool_elem }}>; // [words] matrix words (little-endian)
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;    // [⌈M / TM⌉ · TM, N] out (row-major)
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;    // [M, N] out (row-major)
+@group(0) @binding(3) var<storage, read_write> groups: array<u32>; // [tiles / tiles_n, 4]: first row, end row, matrix word, 0
+@group(0) @binding(4) var<uniform> p: Params;
 
 const WG: u32 = 256u;
 const SUB_M: u32 = {{ sub_m }}u; // 16-row tiles of a subgroup's part: 2 or 4
@@ -56,6 +58,7 @@ const S: u32 = 40u;
 var<workgroup> xs: array<f16, TM * S>; // [TM, TK] input tile (row-major, stride S)
 var<workgroup> ws: array<f16, TN * S>; // [TN, TK] weight tile (row-major, stride S)
 var<workgroup> zeros: array<f32, 256>; // a 16×16 zero tile to start the accumulators from
+var<workgroup> out: array<f32, 2048>;  // one 16×16 result per subgroup, on its way to y
 
 @compute @workgroup_size(WG)
 fn main(
@@ -67,8 +70,16 @@ fn main(
     if l >= p.tiles {
         return; // excess workgroups of the 2-D grid (uniform: depends on the workgroup only)
     }
-    let m0 = (l / p.tiles_n) * TM;
     let n0 = (l % p.tiles_n) * TN;
+    let t = l / p.tiles_n;
+    var m0 = t * TM;
+    var m_end = p.m;
+    var mw = p.words;
+    if p.grouped != 0u {
+        m0 = groups[4u * t];
+        m_end = groups[4u * t + 1u];
+        mw = groups[4u * t + 2u];
+    }
     let steps = (p.cols + TK - 1u) / TK;
 
     // Loads: thread lid brings unit `sub` (8 columns) of tile rows lr and lr + 64 (input rows
@@ -95,10 +106,10 @@ fn main(
 
     // The units of the next step are fetched into registers before the current tile is
     // multiplied, so that global latency overlaps the products.
-    var xv0 = load_x(m0 + lr, sub * 8u);
-    var xv1 = load_x(m0 + lr + 64u, sub * 8u);
-    var wv0 = load_w(n0 + lr, sub * 8u);
-    var wv1 = load_w(n0 + lr + 64u, sub * 8u);
+    var xv0 = load_x(m0 + lr, m_end, sub * 8u);
+    var xv1 = load_x(m0 + lr + 64u, m_end, sub * 8u);
+    var wv0 = load_w(mw, n0 + lr, sub * 8u);
+    var wv1 = load_w(mw, n0 + lr + 64u, sub * 8u);
     for (var step = 0u; step < steps; step++) {
         stage_x(lr * S + sub * 8u, xv0);
         if TM > 64u {
@@ -109,12 +120,12 @@ fn main(
         workgroupBarrier();
         if step + 1u < steps {
             let e0 = (step + 1u) * TK + sub * 8u;
-            xv0 = load_x(m0 + lr, e0);
+            xv0 = load_x(m0 + lr, m_end, e0);
             if TM > 64u {
-                xv1 = load_x(m0 + lr + 64u, e0);
+                xv1 = load_x(m0 + lr + 64u, m_end, e0);
             }
-            wv0 = load_w(n0 + lr, e0);
-            wv1 = load_w(n0 + lr + 64u, e0);
+            wv0 = load_w(mw, n0 + lr, e0);
+            wv1 = load_w(mw, n0 + lr + 64u, e0);
         }
         for (var kk = 0u; kk < TK; kk += 16u) {
             let b0 = coopLoad<coop_mat16x16<f16, B>>(&ws[sn * S + kk], S);
@@ -137,43 +148,38 @@ fn main(
         workgroupBarrier();
     }
 
-    // naga's SPIR-V writer needs every operand of a store, its index included, bound to a
-    // name first (an expression written inside the store call is never emitted).
-    let stride = p.rows;
+    // Every 16×16 result, through this subgroup's slice of `out`, into y. (naga's SPIR-V
+    // writer needs a cooperative store's operands bound to names: see put_tile.)
+    let m = m0 + sm;
     let n = n0 + sn;
-    let i0 = (m0 + sm) * stride + n;
-    let tile = 16u * stride;
-    let r00 = c00;
-    let r01 = c01;
-    let r10 = c10;
-    let r11 = c11;
-    let r20 = c20;
-    let r21 = c21;
-    let r30 = c30;
-    let r31 = c31;
-    let i1 = i0 + tile;
-    let i2 = i1 + tile;
-    let i3 = i2 + tile;
-    if n < stride {
-        coopStoreT(r00, &y[i0], stride);
-        coopStoreT(r10, &y[i1], stride);
-        if SUB_M == 4u {
-            coopStoreT(r20, &y[i2], stride);
-            coopStoreT(r30, &y[i3], stride);
+    let lane = lid % 32u;
+    put_tile(c00, g, lane, m, n, m_end);
+    put_tile(c01, g, lane, m, n + 16u, m_end);
+    put_tile(c10, g, lane, m + 16u, n, m_end);
+    put_tile(c11, g, lane, m + 16u, n + 16u, m_end);
+    if SUB_M == 4u {
+        put_tile(c20, g, lane, m + 32u, n, m_end);
+        put_tile(c21, g, lane, m + 32u, n + 16u, m_end);
+        put_tile(c30, g, lane, m + 48u, n, m_end);
+        put_tile(c31, g, lane, m + 48u, n + 16u, m_end);
+    }
+}
+
+// Writes the 16×16 result `c` of subgroup g (its element (i, j) is Y[m + i, n + j]) to y,
+// rows before `end` and columns before N only. Called by every invocation of the workgroup
+// (the barriers), each subgroup with its own tile: lane l copies elements l, l + 32, ...
+fn put_tile(c: coop_mat16x16<f32, C>, g: u32, lane: u32, m: u32, n: u32, end: u32) {
+    let base = g * 256u;
+    coopStoreT(c, &out[base], 16u);
+    workgroupBarrier();
+    for (var e = lane; e < 256u; e += 32u) {
+        let row = m + e / 16u;
+        let col = n + e % 16u;
+        if row < end && col < p.rows {
+            y[row * p.rows + col] = out[base + e];
         }
     }
-    if n + 16u < stride {
-        let j0 = i0 + 16u;
-        let j1 = i1 + 16u;
-        let j2 = i2 + 16u;
-        let j3 = i3 + 16u;
-        coopStoreT(r01, &y[j0], stride);
-        coopStoreT(r11, &y[j1], stride);
-        if SUB_M == 4u {
-            coopStoreT(r21, &y[j2], stride);
-            coopStoreT(r31, &y[j3], stride);
-        }
-    }
+    workgroupBarrier();
 }
 
 // The 8 values of an input unit into the staged tile at element i, rounded to f16. Values
@@ -204,18 +210,18 @@ fn stage_w(i: u32, v: Unit) {
     ws[i + 7u] = f16(v.hi.w);
 }
 
-// Unit e0 of input row m (zeros past the last row).
-fn load_x(m: u32, e0: u32) -> Unit {
-    if m < p.m {
+// Unit e0 of input row m (zeros from row `end` on).
+fn load_x(m: u32, end: u32, e0: u32) -> Unit {
+    if m < end {
         return x_unit((m / p.per) * p.x_stride, e0, p.cols);
     }
     return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
 }
 
-// Unit e0 of weight row n (zeros past the last row).
-fn load_w(n: u32, e0: u32) -> Unit {
+// Unit e0 of row n of the matrix at word mw (zeros past the last row).
+fn load_w(mw: u32, n: u32, e0: u32) -> Unit {
     if n < p.rows {
-        return w_unit(p.words, n, e0, p.cols, p.row_bytes);
+        return w_unit(mw, n, e0, p.cols, p.row_bytes);
     }
     return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
 }

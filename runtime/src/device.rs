@@ -118,8 +118,12 @@ fn cooperative_f16(setup: &burn::tensor::wgpu::WgpuSetup, info: &burn::tensor::w
     if !features.contains(Features::EXPERIMENTAL_COOPERATIVE_MATRIX | Features::SHADER_F16) {
         return false;
     }
-    // The kernel assigns tiles to subgroups by invocation index / 32.
+    // The kernel assigns tiles to subgroups by invocation index / 32, and stages 30 KiB of
+    // tiles in workgroup memory (WebGPU's default limit is 16 KiB; native adapters give more).
     if info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return false;
+    }
+    if setup.device.limits().max_compute_workgroup_storage_size < 32 * 1024 {
         return false;
     }
     setup.adapter.cooperative_matrix_properties().iter().any(|c| {

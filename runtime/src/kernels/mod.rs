@@ -118,18 +118,24 @@ pub trait Kernels: burn::backend::Backend {
         epilogue: u32,
     ) -> FloatTensor<Self>;
 
+    #[allow(clippy::too_many_arguments)]
     fn qgemm(
         x: FloatTensor<Self>,
         pool: IntTensor<Self>,
+        groups: IntTensor<Self>,
+        y: FloatTensor<Self>,
         params: qgemm::Params,
         variant: qgemv::Variant,
         tiles: qgemm::Tiles,
     ) -> FloatTensor<Self>;
 
     /// `qgemm` over a float weight tensor (a linear layer) instead of a pool of words.
+    #[allow(clippy::too_many_arguments)]
     fn qgemm_float(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        groups: IntTensor<Self>,
+        y: FloatTensor<Self>,
         params: qgemm::Params,
         variant: qgemv::Variant,
         tiles: qgemm::Tiles,
@@ -245,21 +251,25 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
     fn qgemm(
         x: FloatTensor<Self>,
         pool: IntTensor<Self>,
+        groups: IntTensor<Self>,
+        y: FloatTensor<Self>,
         params: qgemm::Params,
         variant: qgemv::Variant,
         tiles: qgemm::Tiles,
     ) -> FloatTensor<Self> {
-        qgemm::launch(x, pool, params, variant, tiles)
+        qgemm::launch(x, pool, groups, y, params, variant, tiles)
     }
 
     fn qgemm_float(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        groups: IntTensor<Self>,
+        y: FloatTensor<Self>,
         params: qgemm::Params,
         variant: qgemv::Variant,
         tiles: qgemm::Tiles,
     ) -> FloatTensor<Self> {
-        qgemm::launch(x, weight, params, variant, tiles)
+        qgemm::launch(x, weight, groups, y, params, variant, tiles)
     }
 
     fn stream_read(data: FloatTensor<Self>, params: stream_read::Params) -> FloatTensor<Self> {

@@ -1,16 +1,19 @@
 //! `qgemm`: the prefill expert matmul, `Y[M, N] = xin · Wᵀ` for the `M` tokens routed to one
-//! expert, whose record sits at a host-known word offset of a GPU pool.
+//! expert, whose record sits at a host-known word offset of a GPU pool; or, grouped, for the
+//! tokens of many experts of one pool in one launch ([`qgemm_grouped`]).
 //!
 //! `W` is one matrix ([`QMatrix`]) of the record, dequantised tile by tile into workgroup
 //! memory (shaders/qblock.wgsl), never into a full-precision copy in global memory; `xin` is
 //! given by [`XMode`] (the SwiGLU of a gate_up output fused into the down projection's input).
 //! Decode-time pairs use [`qgemv`](super::qgemv) instead; both share one reference.
 
+use std::ops::Range;
+
 use burn::backend::Dispatch;
 use burn::backend::wgpu::CubeTensor;
-use burn::tensor::{DType, Int, Tensor};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
-use super::launch::{Wgsl, bind, dispatch, empty, grid, params};
+use super::launch::{Wgsl, bind, dims, dispatch, grid, params};
 use super::qgemv::{Variant, XMode, check_matrix, check_x, host_matrix, words, xin};
 use super::{Kernels, float, qgemm_coop, uses_wgsl};
 use crate::error::KernelError;
@@ -30,7 +33,7 @@ pub struct Params {
     pub words: u32,
     pub tiles_n: u32,
     pub tiles: u32,
-    pub _pad0: u32,
+    pub grouped: u32,
     pub _pad1: u32,
     pub _pad2: u32,
 }
@@ -38,6 +41,14 @@ pub struct Params {
 /// Output rows and columns of a workgroup (fixed in the shader).
 const TILE: usize = 64;
 const WORKGROUP: u32 = 256;
+
+/// One expert's rows in a grouped matmul: rows `rows` of `x` (and of `Y`) take the matrix of
+/// the record at word `record` of the pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub rows: Range<usize>,
+    pub record: usize,
+}
 
 /// One expert's matmul over its grouped rows.
 ///
@@ -57,19 +68,94 @@ pub fn qgemm(
     let Some((rows, per, x_stride)) = check_x(&x, mode, m.cols).filter(|r| r.0 > 0) else {
         return Err(err(format!("x {:?} for {mode:?} and {m:?}", x.dims())));
     };
-    let [pool_words] = pool.dims();
-    let start = record + m.offset / 4;
-    if start + m.bytes().div_ceil(4) > pool_words || u32::try_from(start).is_err() {
-        return Err(err(format!("{m:?} of the record at word {record} is outside a pool of {pool_words} words")));
-    }
+    let start = check_record(pool, record, &m)?;
     if !uses_wgsl(&x.device()) {
         return Ok(reference(x, pool, record, m, mode));
     }
-    let tiles = Tiles::for_matrix(&m, rows);
+    let tiles = Tiles::for_matrix(rows);
     let p = tiles.params(rows, &m, per, x_stride, row_bytes, start);
     let variant = Variant::scalar(m.dtype, mode == XMode::SwiGlu);
-    let y = float(Dispatch::qgemm(x.into_dispatch(), words(pool).into_dispatch(), p, variant, tiles));
-    Ok(tiles.trim(y, rows))
+    let device = x.device();
+    let y = Tensor::<2>::empty([rows, m.rows], &device).into_dispatch();
+    let none = Tensor::<1, Int>::zeros([4], &device).into_dispatch();
+    Ok(float(Dispatch::qgemm(x.into_dispatch(), words(pool).into_dispatch(), none, y, p, variant, tiles)))
+}
+
+/// The matmuls of many experts of one pool in one launch: `Y[r] = xin(r) · W_gᵀ` for every row
+/// `r` of every group `g`, `W_g` matrix `m` of group g's record. Rows outside every group keep
+/// the values of `y` (given) or are left unwritten (not given): with experts in several pools,
+/// one `y` is filled by one launch per pool.
+///
+/// # Shapes
+/// - `x`: `[M, K]` (`XMode::Rows { per: 1 }`) or `[M, 2K]` (`XMode::SwiGlu`), rows grouped;
+/// - `y`: `[M, N]`; returns `Y`: `[M, N]`.
+pub fn qgemm_grouped(
+    x: Tensor<2>,
+    pool: &Tensor<1, Int>,
+    groups: &[Group],
+    m: QMatrix,
+    mode: XMode,
+    y: Option<Tensor<2>>,
+) -> Result<Tensor<2>, KernelError> {
+    let err = |reason: String| KernelError::Shape { kernel: "qgemm", reason };
+    let row_bytes = check_matrix("qgemm", &m)?;
+    let Some((rows, 1, x_stride)) = check_x(&x, mode, m.cols).filter(|r| r.0 > 0) else {
+        return Err(err(format!("x {:?} for {mode:?} and {m:?} (one row per token)", x.dims())));
+    };
+    if y.as_ref().is_some_and(|y| y.dims() != [rows, m.rows]) {
+        return Err(err(format!("y {:?} for {rows} rows of {}", y.as_ref().map(|y| y.dims()), m.rows)));
+    }
+    let mut starts = Vec::with_capacity(groups.len());
+    for g in groups {
+        if g.rows.start >= g.rows.end || g.rows.end > rows {
+            return Err(err(format!("group rows {:?} of {rows}", g.rows)));
+        }
+        starts.push(check_record(pool, g.record, &m)?);
+    }
+    let device = x.device();
+    if !uses_wgsl(&device) {
+        let mut y = y.unwrap_or_else(|| Tensor::zeros([rows, m.rows], &device));
+        for g in groups {
+            let part = reference(x.clone().narrow(0, g.rows.start, g.rows.len()), pool, g.record, m, mode);
+            y = y.slice_assign([g.rows.clone(), 0..m.rows], part);
+        }
+        return Ok(y);
+    }
+    // One table row per row tile of each group: its first row, its group's end, its matrix.
+    let longest = groups.iter().map(|g| g.rows.len()).max().unwrap_or(0);
+    let tiles = Tiles::for_matrix(longest);
+    let tile_m = tiles.tile().0;
+    let mut table = Vec::new();
+    for (g, start) in groups.iter().zip(starts) {
+        for first in g.rows.clone().step_by(tile_m) {
+            table.extend([first as u32, g.rows.end as u32, start as u32, 0]);
+        }
+    }
+    if table.is_empty() {
+        return Ok(y.unwrap_or_else(|| Tensor::zeros([rows, m.rows], &device)));
+    }
+    let row_tiles = table.len() / 4;
+    let mut p = tiles.params(rows, &m, 1, x_stride, row_bytes, 0);
+    p.tiles = (row_tiles * m.rows.div_ceil(tiles.tile().1)) as u32;
+    p.grouped = 1;
+    let table = Tensor::<1, Int>::from_data(TensorData::new(table, [row_tiles * 4]), &device);
+    let y = y.unwrap_or_else(|| Tensor::empty([rows, m.rows], &device));
+    let variant = Variant::scalar(m.dtype, mode == XMode::SwiGlu);
+    let (x, pool, table, y) = (x.into_dispatch(), words(pool).into_dispatch(), table.into_dispatch(), y.into_dispatch());
+    Ok(float(Dispatch::qgemm(x, pool, table, y, p, variant, tiles)))
+}
+
+/// The first word of matrix `m` of the record at word `record`, checked to lie in `pool`.
+fn check_record(pool: &Tensor<1, Int>, record: usize, m: &QMatrix) -> Result<usize, KernelError> {
+    let [pool_words] = pool.dims();
+    let start = record + m.offset / 4;
+    if start + m.bytes().div_ceil(4) > pool_words || u32::try_from(start).is_err() {
+        return Err(KernelError::Shape {
+            kernel: "qgemm",
+            reason: format!("{m:?} of the record at word {record} is outside a pool of {pool_words} words"),
+        });
+    }
+    Ok(start)
 }
 
 /// `xin Wᵀ` for a float weight tensor `W` `[N, K]` (a linear layer's, f16 or f32) through the
@@ -94,21 +180,23 @@ pub fn qgemm_float(x: Tensor<2>, w: &Tensor<2>, mode: XMode) -> Result<Tensor<2>
         return Ok(xin(x, mode, k).matmul(w.clone().transpose()));
     }
     let row_bytes = dtype.row_bytes(k).expect("float rows are whole elements") as u32;
-    let tiles = Tiles::for_matrix(&m, rows);
+    let tiles = Tiles::for_matrix(rows);
     let p = tiles.params(rows, &m, per, x_stride, row_bytes, 0);
     // Rows of whole 16-byte groups are read as vectors (a tensor's binding starts aligned).
     let vec_pool = row_bytes.is_multiple_of(16);
     let vec_x = x_stride.is_multiple_of(4) && k.is_multiple_of(4);
     let variant = Variant { dtype, swiglu: mode == XMode::SwiGlu, vec_x, vec_pool };
-    let y = float(Dispatch::qgemm_float(x.into_dispatch(), w.clone().into_dispatch(), p, variant, tiles));
-    Ok(tiles.trim(y, rows))
+    let device = x.device();
+    let y = Tensor::<2>::empty([rows, n], &device).into_dispatch();
+    let none = Tensor::<1, Int>::zeros([4], &device).into_dispatch();
+    Ok(float(Dispatch::qgemm_float(x.into_dispatch(), w.clone().into_dispatch(), none, y, p, variant, tiles)))
 }
 
 /// Whether [`qgemm_float`] is the better matmul for `w` on this device: cooperative matrices
 /// exist and take its shape.
 pub fn takes_float(w: &Tensor<2>) -> bool {
     let [n, k] = w.dims();
-    w.dtype() == DType::F16 && k.is_multiple_of(2) && uses_wgsl(&w.device()) && qgemm_coop::takes(n)
+    w.dtype() == DType::F16 && k.is_multiple_of(2) && n > 0 && uses_wgsl(&w.device()) && qgemm_coop::available()
 }
 
 /// Which tiles multiply: cooperative matrices where the device and shape allow (64 or 128
@@ -121,8 +209,9 @@ pub enum Tiles {
 }
 
 impl Tiles {
-    fn for_matrix(m: &QMatrix, rows: usize) -> Self {
-        if !qgemm_coop::takes(m.rows) {
+    /// The tiles for `rows` input rows (of the longest group) on this process's device.
+    fn for_matrix(rows: usize) -> Self {
+        if !qgemm_coop::available() {
             Self::Scalar
         } else if rows >= 128 {
             Self::Coop { sub_m: 4 }
@@ -153,17 +242,9 @@ impl Tiles {
             words: start as u32,
             tiles_n: tiles_n as u32,
             tiles: (rows.div_ceil(tile_m) * tiles_n) as u32,
-            _pad0: 0,
+            grouped: 0,
             _pad1: 0,
             _pad2: 0,
-        }
-    }
-
-    /// The output's first `rows` rows (the cooperative kernel writes whole tiles of rows).
-    fn trim(self, y: Tensor<2>, rows: usize) -> Tensor<2> {
-        match self {
-            Self::Scalar => y,
-            Self::Coop { .. } => y.narrow(0, 0, rows),
         }
     }
 }
@@ -174,19 +255,34 @@ pub fn reference(x: Tensor<2>, pool: &Tensor<1, Int>, record: usize, m: QMatrix,
     xin(x, mode, m.cols).matmul(w.transpose())
 }
 
-pub(super) fn launch(x: CubeTensor, pool: CubeTensor, p: Params, variant: Variant, tiles: Tiles) -> CubeTensor {
-    if let Tiles::Coop { sub_m } = tiles {
-        return qgemm_coop::launch(x, pool, p, variant, sub_m);
-    }
+/// Launches either kernel. `y` `[M, N]` is written in place (copied first if another tensor
+/// still references its buffer); `groups` is the row-tile table when `p.grouped` is set.
+pub(super) fn launch(
+    x: CubeTensor,
+    pool: CubeTensor,
+    groups: CubeTensor,
+    y: CubeTensor,
+    p: Params,
+    variant: Variant,
+    tiles: Tiles,
+) -> CubeTensor {
     assert_eq!(pool.dtype.size() % 2, 0, "qgemm reads the pool as u32 words");
+    assert_eq!(dims(&y), [p.m as usize, p.rows as usize]);
+    let y = if y.can_mut() { y } else { y.copy() };
     let (x, xb) = bind(x);
     let (_pool, pb) = bind(pool);
-    let y = empty(&x, [p.m as usize, p.rows as usize], DType::F32);
+    let (_groups, gb) = bind(groups);
+    let (y, yb) = bind(y);
+    let buffers = vec![xb, pb, yb, gb];
+    if let Tiles::Coop { sub_m } = tiles {
+        qgemm_coop::launch(&x, buffers, p, variant, sub_m);
+        return y;
+    }
     let kernel = variant.apply(Wgsl::new(
         "qgemm",
         concat!(include_str!("../../../shaders/qblock.wgsl"), include_str!("../../../shaders/qgemm.wgsl")),
     ));
-    dispatch(&x, kernel, WORKGROUP, grid(p.tiles), vec![xb, pb, y.handle.clone().binding()], params(&p));
+    dispatch(&x, kernel, WORKGROUP, grid(p.tiles), buffers, params(&p));
     y
 }
 
@@ -228,6 +324,54 @@ mod tests {
                             check(y, reference(x, &pool, record, m, mode), &what);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Several experts of one pool in one launch, over the rows each was given, with rows
+    /// outside every group keeping y's values; CPU (reference) and GPU agree.
+    #[test]
+    fn grouped_matches_reference() {
+        let Some(device) = gpu() else { return };
+        for (i, dtype) in FORMATS.into_iter().enumerate() {
+            let (layout, words, table) = expert_pool(7 + i as u64, dtype, 96, 64, &[Some(2), Some(0), Some(1)]);
+            let pool = ints(&words, &device);
+            // Rows 0..3 expert 1, 3..75 none (kept from y), 75..77 expert 0, 77..210 expert 2.
+            let spans = [(0..3, 1), (75..77, 0), (77..210, 2)];
+            let groups: Vec<Group> =
+                spans.iter().map(|(rows, e)| Group { rows: rows.clone(), record: table[*e] as usize }).collect();
+            for (m, mode, width) in [(layout.gate_up(), XMode::Rows { per: 1 }, 96), (layout.down(), XMode::SwiGlu, 128)] {
+                let x = random(11, [210, width], 1.0, &device);
+                let before = random(12, [210, m.rows], 1.0, &device);
+                let y = qgemm_grouped(x.clone(), &pool, &groups, m, mode, Some(before.clone())).unwrap();
+                let mut want = before.clone();
+                for g in &groups {
+                    let part = reference(x.clone().narrow(0, g.rows.start, g.rows.len()), &pool, g.record, m, mode);
+                    want = want.slice_assign([g.rows.clone(), 0..m.rows], part);
+                }
+                let what = format!("grouped {} {m:?} {mode:?}", dtype.name());
+                // The CPU backend's path (the reference per group) gives the same.
+                let cpu = Device::flex();
+                let yc = qgemm_grouped(
+                    Tensor::from_data(x.to_data(), &cpu),
+                    &ints(&words, &cpu),
+                    &groups,
+                    m,
+                    mode,
+                    Some(Tensor::from_data(before.to_data(), &cpu)),
+                )
+                .unwrap();
+                check(Tensor::from_data(yc.to_data(), &device), want.clone(), &format!("{what} on the CPU"));
+                if crate::kernels::qgemm_coop::available() {
+                    // f16 operands on tensor cores: the kept rows exactly, the rest to f16 accuracy.
+                    let kept = |t: Tensor<2>| t.narrow(0, 3, 72);
+                    check(kept(y.clone()), kept(before), &what);
+                    let scale = want.clone().abs().max().into_scalar::<f32>();
+                    let (abs, _) = crate::kernels::testing::diff(y, want);
+                    assert!(abs <= 2e-2 * scale, "{what}: {abs} of {scale}");
+                } else {
+                    check(y, want, &what);
                 }
             }
         }
@@ -306,7 +450,7 @@ mod tests {
             let d = time(&mut || drop(x.clone().cast(DType::F16).matmul(w.clone().transpose()).cast(DType::F32)));
             eprintln!(
                 "qgemm_float f16 [{f}, {c}] M {rows} ({:?}): {:.1} µs, {:.1} TFLOP/s (Burn f16 matmul {:.1} µs, {:.1} TFLOP/s)",
-                Tiles::for_matrix(&QMatrix { dtype: StoredDType::F16, rows: f, cols: c, offset: 0 }, rows),
+                Tiles::for_matrix(rows),
                 q * 1e6,
                 flop / q / 1e12,
                 d * 1e6,

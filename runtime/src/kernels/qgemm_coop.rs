@@ -11,9 +11,9 @@
 //! TFLOP/s of scalar FMAs on a GPU whose tensor cores do two orders of magnitude more.
 
 use burn::backend::wgpu::CubeTensor;
-use burn::tensor::DType;
+use cubecl::server::BufferBinding;
 
-use super::launch::{Wgsl, bind, dispatch, empty, grid, params};
+use super::launch::{Wgsl, dispatch, grid, params};
 use super::qgemm::Params;
 use super::qgemv::Variant;
 
@@ -21,25 +21,16 @@ use super::qgemv::Variant;
 pub const TILE_N: usize = 128;
 const WORKGROUP: u32 = 256;
 
-/// Whether a matrix of `rows` weight rows (the output's columns) is multiplied here on this
-/// process's device: it has the cooperative matrices, and the rows are whole 16-row tiles.
-pub fn takes(rows: usize) -> bool {
-    rows.is_multiple_of(16) && rows > 0 && crate::device::has_cooperative_matrices()
+/// Whether `qgemm` multiplies on cooperative matrices on this process's device.
+pub fn available() -> bool {
+    crate::device::has_cooperative_matrices()
 }
 
-/// Launches the kernel for `qgemm`'s params (tiled by 32 · `sub_m` × [`TILE_N`]); returns `Y`
-/// with its rows padded to a multiple of the tile's (the caller narrows it to `M`).
-pub(super) fn launch(x: CubeTensor, pool: CubeTensor, p: Params, variant: Variant, sub_m: u32) -> CubeTensor {
+/// Launches the kernel for `qgemm`'s params and bindings (x, pool, y, groups), tiled by
+/// 32 · `sub_m` × [`TILE_N`].
+pub(super) fn launch(like: &CubeTensor, buffers: Vec<BufferBinding>, p: Params, variant: Variant, sub_m: u32) {
     assert!(sub_m == 2 || sub_m == 4, "64- or 128-row tiles");
-    assert_eq!(pool.dtype.size() % 2, 0, "qgemm reads the pool as u32 words");
-    assert!(p.rows.is_multiple_of(16), "whole 16-row tiles");
-    let (x, xb) = bind(x);
-    let (_pool, pb) = bind(pool);
-    let tile_m = 32 * sub_m as usize;
-    let padded = (p.m as usize).div_ceil(tile_m) * tile_m;
-    let y = empty(&x, [padded, p.rows as usize], DType::F32);
-    dispatch(&x, kernel(variant, sub_m), WORKGROUP, grid(p.tiles), vec![xb, pb, y.handle.clone().binding()], params(&p));
-    y
+    dispatch(like, kernel(variant, sub_m), WORKGROUP, grid(p.tiles), buffers, params(&p));
 }
 
 fn kernel(variant: Variant, sub_m: u32) -> Wgsl {
@@ -78,7 +69,7 @@ mod tests {
     /// skips; `MINIMAX_REQUIRE_COOPMAT=1` (set where the hardware has them) makes that a failure.
     fn coop_gpu() -> Option<burn::tensor::Device> {
         let device = gpu()?;
-        if takes(16) {
+        if available() {
             return Some(device);
         }
         if std::env::var("MINIMAX_REQUIRE_COOPMAT").is_ok_and(|v| v == "1") {

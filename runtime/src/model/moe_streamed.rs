@@ -15,6 +15,7 @@
 //! Both paths give the same results whether experts were resident or streamed: each output
 //! depends only on the record's bytes, never on which slot holds it.
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use burn::tensor::{Int, Tensor};
@@ -24,7 +25,9 @@ use super::moe::{grouped, read_ints};
 use crate::error::Error;
 use crate::experts::ExpertCache;
 use crate::kernels::moe_route::moe_route;
-use crate::kernels::qgemm::qgemm;
+use crate::kernels::moe_gather::moe_gather;
+use crate::kernels::moe_scatter::moe_scatter;
+use crate::kernels::qgemm::{Group, qgemm, qgemm_grouped};
 use crate::kernels::qgemv::{XMode, qgemv, qgemv_combine};
 use crate::kernels::uses_wgsl;
 
@@ -122,28 +125,78 @@ impl Streamed<'_> {
         Ok(y.expect("at least one pool"))
     }
 
-    /// The grouped path: each expert with tokens is made resident in turn.
+    /// Many tokens: grouped by expert. On a GPU whose expert cache can hold every expert the
+    /// tokens chose, each matrix is one grouped launch per pool over all of them
+    /// ([`qgemm_grouped`]): one launch per expert would leave most of the GPU idle, since a
+    /// 512-token prefill gives each of 16 experts about 64 rows, one row of tiles. Otherwise
+    /// (the CPU, or more experts than slots) the experts run one by one, each made resident in
+    /// turn.
     async fn grouped(&self, x: Tensor<2>, ids: Tensor<2, Int>, weights: Tensor<2>) -> Result<Tensor<2>, Error> {
-        let gpu = uses_wgsl(&x.device());
-        // Every expert with tokens is read ahead at once, so reading one overlaps the
-        // computation of those before it.
+        if uses_wgsl(&x.device()) {
+            let g = moe_gather(x, ids, self.num_experts)?;
+            let offsets = read_ints(g.offsets).await?;
+            let spans: Vec<(usize, Range<usize>)> = offsets
+                .windows(2)
+                .enumerate()
+                .filter(|(_, b)| b[1] > b[0])
+                .map(|(e, b)| (e, b[0]..b[1]))
+                .collect();
+            let experts: Vec<usize> = spans.iter().map(|(e, _)| *e).collect();
+            let mut cache = self.cache.lock().expect("cache lock");
+            cache.read_ahead(self.layer, &experts);
+            let y = if experts.len() <= cache.slots() {
+                cache.unpin_all();
+                cache.ensure(self.layer, &experts)?;
+                let layout = cache.layout();
+                // Groups per pool, each with its expert's record.
+                let mut by_pool: Vec<(usize, Vec<Group>)> = Vec::new();
+                for (e, rows) in spans {
+                    let (pool, record) = cache.location(self.layer, e).expect("just made resident");
+                    let group = Group { rows, record: record as usize };
+                    match by_pool.iter_mut().find(|(p, _)| *p == pool) {
+                        Some((_, groups)) => groups.push(group),
+                        None => by_pool.push((pool, vec![group])),
+                    }
+                }
+                let words: Vec<_> = by_pool.iter().map(|(p, _)| cache.pools()[*p].words.clone()).collect();
+                drop(cache);
+                let mut h = None;
+                for ((_, groups), words) in by_pool.iter().zip(&words) {
+                    h = Some(qgemm_grouped(g.xs.clone(), words, groups, layout.gate_up(), XMode::Rows { per: 1 }, h)?);
+                }
+                let h = h.expect("tokens chose at least one expert");
+                let mut y = None;
+                for ((_, groups), words) in by_pool.iter().zip(&words) {
+                    y = Some(qgemm_grouped(h.clone(), words, groups, layout.down(), XMode::SwiGlu, y)?);
+                }
+                y.expect("tokens chose at least one expert")
+            } else {
+                drop(cache);
+                let mut parts = Vec::new();
+                for (e, rows) in spans {
+                    let mut cache = self.cache.lock().expect("cache lock");
+                    cache.unpin_all();
+                    cache.ensure(self.layer, &[e])?;
+                    let layout = cache.layout();
+                    let (pool, offset) = cache.location(self.layer, e).expect("just made resident");
+                    let words = cache.pools()[pool].words.clone();
+                    drop(cache);
+                    let xs = g.xs.clone().narrow(0, rows.start, rows.len());
+                    let h = qgemm(xs, &words, offset as usize, layout.gate_up(), XMode::Rows { per: 1 })?;
+                    parts.push(qgemm(h, &words, offset as usize, layout.down(), XMode::SwiGlu)?);
+                }
+                Tensor::cat(parts, 0)
+            };
+            return Ok(moe_scatter(y, weights, g.positions)?);
+        }
         let plan = |experts: &[usize]| self.cache.lock().expect("cache lock").read_ahead(self.layer, experts);
         grouped(x, ids, weights, self.num_experts, plan, |e, xs| {
             let mut cache = self.cache.lock().expect("cache lock");
             cache.unpin_all();
             cache.ensure(self.layer, &[e])?;
-            if gpu {
-                let layout = cache.layout();
-                let (pool, offset) = cache.location(self.layer, e).expect("just made resident");
-                let words = cache.pools()[pool].words.clone();
-                drop(cache);
-                let h = qgemm(xs, &words, offset as usize, layout.gate_up(), XMode::Rows { per: 1 })?;
-                Ok(qgemm(h, &words, offset as usize, layout.down(), XMode::SwiGlu)?)
-            } else {
-                let expert = cache.decoded(self.layer, e).expect("just made resident").clone();
-                drop(cache);
-                Ok(expert.forward(xs))
-            }
+            let expert = cache.decoded(self.layer, e).expect("just made resident").clone();
+            drop(cache);
+            Ok(expert.forward(xs))
         })
         .await
     }
