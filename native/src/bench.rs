@@ -286,6 +286,7 @@ pub fn main(args: Args) -> Result<()> {
     if args.json {
         let out = serde_json::json!({
             "model": name, "device": engine.selected.describe(),
+            "cooperative_matrices": engine.selected.adapter.as_ref().is_some_and(|a| a.cooperative_f16),
             "matrix_dtype": model.matrices.linear().name(), "load_seconds": load_secs,
             "prefill": prefill_rows.iter().map(|(len, t, tps)| serde_json::json!({"tokens": len, "seconds": t, "tokens_per_second": tps})).collect::<Vec<_>>(),
             "decode": {"context": args.context, "steps": args.decode_tokens, "seconds_per_token": step, "tokens_per_second": 1.0 / step,
@@ -322,7 +323,9 @@ pub fn main(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("model    {name}");
-        println!("device   {}", engine.selected.describe());
+        let coop = engine.selected.adapter.as_ref().is_some_and(|a| a.cooperative_f16);
+        let matmul = if coop { "prefill matmuls on cooperative f16 matrices" } else { "prefill matmuls on scalar tiles" };
+        println!("device   {} ({matmul})", engine.selected.describe());
         println!("weights  {} matrices, load + warm-up {:.1} s", model.matrices.linear().name(), load_secs);
         println!();
         println!("| phase   | tokens | time (s) | tokens/s |");
