@@ -121,6 +121,28 @@ fn bench_reports_prefill_and_decode() {
     assert!(json["decode"]["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
 
+/// A synthetic model's layers follow `--layout`: all softmax (q, k, v, o projections and a KV
+/// cache) against all lightning (qkv, gate, out) give different weights per token, and the
+/// default is the 7:1 hybrid.
+#[test]
+fn bench_synthetic_layouts() {
+    let bench = |layout: &str| {
+        let (ok, out, err) = run(&[
+            "bench", "--synthetic", "small", "--layers", "2", "--layout", layout, "--backend", "cpu",
+            "--prompt-lengths", "8", "--decode-tokens", "1", "--context", "8", "--repeats", "1", "--json",
+        ]);
+        assert!(ok, "{layout}: {err}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let name = json["model"].as_str().unwrap().to_string();
+        (name, json["decode"]["active_weight_bytes_per_token"].as_u64().unwrap())
+    };
+    let (softmax, lightning, hybrid) = (bench("softmax"), bench("lightning"), bench("hybrid"));
+    assert!(softmax.0.contains("Softmax") && lightning.0.contains("Lightning"), "{softmax:?} {lightning:?}");
+    assert_ne!(softmax.1, lightning.1);
+    // Two layers in the hybrid layout: one lightning, then the last one softmax.
+    assert_eq!(2 * hybrid.1, softmax.1 + lightning.1, "{softmax:?} {lightning:?} {hybrid:?}");
+}
+
 /// `--backend vulkan` pins wgpu to Vulkan (lavapipe here) and gives the same tokens as any
 /// adapter; an API this machine lacks is a clear error, not a silent fallback.
 #[test]

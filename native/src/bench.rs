@@ -23,6 +23,17 @@ pub enum Synthetic {
     Small,
 }
 
+/// Attention kinds of a synthetic model's layers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Layout {
+    /// MiniMax-01's 7:1: every 8th layer softmax (and the last one if fewer than 8).
+    Hybrid,
+    /// Every layer softmax attention: the Transformer the lightning layers replace.
+    Softmax,
+    /// Every layer lightning attention.
+    Lightning,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -30,9 +41,12 @@ pub struct Args {
     /// Benchmark a synthetic random-weight model instead of `--model`.
     #[arg(long, value_enum, conflicts_with = "model")]
     pub synthetic: Option<Synthetic>,
-    /// Layers of the synthetic model (every 8th softmax, and the last one if fewer than 8).
+    /// Layers of the synthetic model (see `--layout`).
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
+    /// Attention kinds of the synthetic model's layers.
+    #[arg(long, value_enum, default_value_t = Layout::Hybrid, requires = "synthetic")]
+    pub layout: Layout,
     /// Prompt lengths to time prefill at.
     #[arg(long, default_value = "128,512,2048", value_delimiter = ',')]
     pub prompt_lengths: Vec<usize>,
@@ -128,14 +142,17 @@ fn components(model: &minimax_runtime::model::Model) -> Result<Vec<Component>> {
     Ok(out)
 }
 
-fn synthetic_config(kind: Synthetic, layers: usize) -> String {
+fn synthetic_config(kind: Synthetic, layers: usize, layout: Layout) -> String {
     let (vocab, hidden, heads, kv, dim, experts, ffn) = match kind {
         Synthetic::Text01 => (200064, 6144, 64, 8, 128, 32, 9216),
         Synthetic::Small => (32000, 512, 8, 2, 64, 8, 1024),
     };
-    let types: Vec<&str> = (0..layers)
-        .map(|i| if i % 8 == 7 || (layers < 8 && i + 1 == layers) { "full_attention" } else { "linear_attention" })
-        .collect();
+    let softmax = |i: usize| match layout {
+        Layout::Hybrid => i % 8 == 7 || (layers < 8 && i + 1 == layers),
+        Layout::Softmax => true,
+        Layout::Lightning => false,
+    };
+    let types: Vec<&str> = (0..layers).map(|i| if softmax(i) { "full_attention" } else { "linear_attention" }).collect();
     serde_json::json!({
         "model_type": "minimax", "vocab_size": vocab, "hidden_size": hidden,
         "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": heads,
@@ -184,7 +201,7 @@ pub fn main(args: Args) -> Result<()> {
     let load_start = Instant::now();
     let (files, name) = match args.synthetic {
         Some(kind) => {
-            let config_json = synthetic_config(kind, args.layers);
+            let config_json = synthetic_config(kind, args.layers, args.layout);
             let experts = match args.experts {
                 Some(quant) => {
                     let c = ModelConfig::from_json(&config_json)?;
@@ -200,7 +217,7 @@ pub fn main(args: Args) -> Result<()> {
                 tokenizer_config_json: None,
                 experts,
             };
-            (files, format!("synthetic {kind:?} ({} layers)", args.layers))
+            (files, format!("synthetic {kind:?} ({} layers, {:?})", args.layers, args.layout))
         }
         None => {
             let name = args.model.model.as_ref().map_or("embedded demo model".into(), |d| d.display().to_string());
