@@ -121,6 +121,41 @@ fn bench_reports_prefill_and_decode() {
     assert!(json["decode"]["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
 
+/// A prefill chunk whose largest tensor a storage binding cannot hold is refused before any
+/// work, in one line naming the limit and the chunk that fits; without `--prefill-chunk` the
+/// chunk is sized to fit, and the logits of every position, read back chunk by chunk, are
+/// those of an unlimited run (none of them needs one buffer for all positions).
+#[test]
+fn prefill_chunks_respect_the_binding_limit() {
+    let model = fixture("minimax-7to1");
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 7 + 3) % 320).collect();
+    let dir = std::env::temp_dir().join(format!("minimax-binding-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let logits = |extra: &[&str], out: &str| {
+        let out = dir.join(out);
+        let mut args = vec!["logits", "--model", model.to_str().unwrap(), "--backend", "cpu", "--tokens"];
+        let ids = ids(&tokens);
+        args.push(&ids);
+        args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let (ok, _, err) = run(&args);
+        (ok, err, out)
+    };
+    // The fixture's largest tensor per token is its logits row: 320 × 4 bytes.
+    let (ok, err, _) = logits(&["--max-binding-bytes", "4096", "--prefill-chunk", "40"], "refused.npy");
+    assert!(!ok && !err.contains("panicked"), "{err}");
+    let line = err.lines().find(|l| l.contains("storage-binding limit")).unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("40 tokens") && line.contains("4.00 KiB") && line.contains("--prefill-chunk 3 or less"), "{line}");
+    let (ok, err, capped) = logits(&["--max-binding-bytes", "4096"], "capped.npy");
+    assert!(ok, "{err}");
+    let (ok, err, free) = logits(&[], "free.npy");
+    assert!(ok, "{err}");
+    let ((shape, a), (_, b)) = (read_npy(&capped), read_npy(&free));
+    assert_eq!(shape, [40, 320]);
+    assert!(max_abs(&a, &b) < 1e-4, "{}", max_abs(&a, &b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A synthetic model's layers follow `--layout`: all softmax (q, k, v, o projections and a KV
 /// cache) against all lightning (qkv, gate, out) give different weights per token, and the
 /// default is the 7:1 hybrid.

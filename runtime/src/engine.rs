@@ -8,9 +8,9 @@ use burn::tensor::DType;
 use crate::config::ModelConfig;
 use crate::device::{BackendChoice, Selected};
 use crate::error::{Error, RuntimeError};
-use crate::generate::{GenerateOptions, Generated, generate, prefill, read_logits};
+use crate::generate::{GenerateOptions, Generated, generate, prefill_logits};
 use crate::experts::ExpertSource;
-use crate::model::{Logits, Matrices, Model, State, StreamedExperts};
+use crate::model::{Matrices, Model, State, StreamedExperts};
 use crate::weights::StoredDType;
 use crate::tokenizer::Tokenizer;
 use crate::chat::ChatTemplate;
@@ -318,7 +318,7 @@ impl Engine {
     /// row-major `[T, vocab]` f32.
     pub async fn logits(&self, tokens: &[u32], chunk: Option<usize>) -> Result<Vec<f32>, Error> {
         let mut state = self.new_state();
-        read_logits(prefill(&self.model, &mut state, tokens, chunk, Logits::All).await?).await
+        prefill_logits(&self.model, &mut state, tokens, chunk).await
     }
 
     /// Encodes `text` with the model's tokenizer.

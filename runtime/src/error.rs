@@ -78,6 +78,14 @@ pub enum RuntimeError {
         crate::error::human_bytes(*bytes)
     )]
     DeviceMemory { bytes: u64 },
+    /// A prefill chunk (`--prefill-chunk`) whose largest tensor cannot be bound by this GPU,
+    /// found before any work starts.
+    #[error(
+        "a prefill chunk of {chunk} tokens needs a {} tensor, above this GPU's {} storage-binding limit: use --prefill-chunk {max} or less",
+        crate::error::human_bytes(*bytes),
+        crate::error::human_bytes(*limit)
+    )]
+    ChunkTooLarge { chunk: usize, bytes: u64, limit: u64, max: usize },
     /// The device stopped working (a driver reset, a fault, a browser tab losing its adapter).
     #[error("the GPU device was lost ({0}); restart the program (reload the page in a browser)")]
     DeviceLost(String),

@@ -92,6 +92,7 @@ pub async fn prefill_with(
         return Err(RuntimeError::EmptyInput.into());
     }
     let chunk = chunk.unwrap_or(model.prefill_chunk).max(1);
+    model.check_chunk(chunk.min(tokens.len()))?;
     let start = state.position;
     let mut outputs = Vec::new();
     let pieces: Vec<&[u32]> = tokens.chunks(chunk).collect();
@@ -113,6 +114,28 @@ pub async fn prefill_with(
         progress(state.position - start);
     }
     Ok(Tensor::cat(outputs, 0))
+}
+
+/// The logits of every token of `tokens` fed through `state`, `chunk` tokens at a time, read
+/// back chunk by chunk into host memory `[T × vocab]`: the logits of a long sequence need not
+/// fit one device buffer (a storage binding is 128 MiB to 2 GiB; 9000 positions of a 4096-
+/// token vocabulary already pass 128 MiB).
+pub async fn prefill_logits(
+    model: &Model,
+    state: &mut State,
+    tokens: &[u32],
+    chunk: Option<usize>,
+) -> Result<Vec<f32>, Error> {
+    if tokens.is_empty() {
+        return Err(RuntimeError::EmptyInput.into());
+    }
+    let chunk = chunk.unwrap_or(model.prefill_chunk).max(1);
+    model.check_chunk(chunk.min(tokens.len()))?;
+    let mut out = Vec::with_capacity(tokens.len() * model.config.vocab_size);
+    for piece in tokens.chunks(chunk) {
+        out.extend(read_logits(model.forward(piece, state, Logits::All).await?).await?);
+    }
+    Ok(out)
 }
 
 /// Generates up to `max_tokens` tokens after `prompt`, calling `on_token(id)` for each one as

@@ -59,6 +59,8 @@ pub struct Model {
     pub matrices: Matrices,
     /// Tokens per prefill chunk when the caller names none (see [`prefill_chunk`]).
     pub prefill_chunk: usize,
+    /// The storage-binding limit the model was loaded for (`None` on the CPU).
+    max_binding_bytes: Option<u64>,
     /// Positions a state may reach: the runtime's cap (`--max-context`) and a sliding window
     /// we do not implement; `None` for no limit (see [`Model::forward`]).
     pub max_context: Option<usize>,
@@ -72,16 +74,34 @@ pub struct Model {
 pub const PREFILL_BUDGET_BYTES: u64 = 1 << 30;
 
 /// The default prefill chunk: as many tokens as keep a chunk's activations within `budget`
-/// bytes and its largest tensor within `max_binding` bytes (a storage binding), between 16
-/// and 8192, a multiple of 16. A prompt is fed a chunk at a time (feeding it in pieces gives
+/// bytes and its largest tensor within `max_binding` bytes (a storage binding), at most 8192,
+/// a multiple of 16. A prompt is fed a chunk at a time (feeding it in pieces gives
 /// the same logits), so prefill memory is bounded whatever the prompt's length: only the KV
 /// cache, and the logits of every position when they are asked for, grow with it.
 pub fn prefill_chunk(config: &ModelConfig, budget: u64, max_binding: Option<u64>) -> usize {
     let (all, largest) = config.prefill_bytes_per_token();
     let by_budget = budget / all.max(1);
     let by_binding = max_binding.map_or(u64::MAX, |b| b / largest.max(1));
-    let chunk = by_budget.min(by_binding).clamp(16, 8192) as usize;
-    chunk / 16 * 16
+    // A multiple of 16 where the limits allow 16 or more; fewer only under a binding limit
+    // too small for 16 (never on real adapters, whose limits are 128 MiB and up).
+    let chunk = by_budget.min(by_binding).clamp(1, 8192) as usize;
+    if chunk >= 16 { chunk / 16 * 16 } else { chunk }
+}
+
+impl Model {
+    /// Refuses a prefill chunk of `chunk` tokens whose largest tensor (a projection's output,
+    /// or the logits of every position) could not be bound on this GPU, before any work:
+    /// otherwise the chunk fails deep inside, after the chunks before it ran.
+    pub fn check_chunk(&self, chunk: usize) -> Result<(), RuntimeError> {
+        let Some(limit) = self.max_binding_bytes else { return Ok(()) };
+        let largest = self.config.prefill_bytes_per_token().1;
+        let bytes = largest.saturating_mul(chunk as u64);
+        if bytes <= limit {
+            return Ok(());
+        }
+        let max = (limit / largest.max(1)) as usize;
+        Err(RuntimeError::ChunkTooLarge { chunk, bytes, limit, max })
+    }
 }
 
 /// How the big matrices are stored on the device.
@@ -247,6 +267,7 @@ impl Model {
         let max_context = config.sliding_window;
         Ok(Self {
             prefill_chunk,
+            max_binding_bytes,
             max_context,
             warned_past_trained: Default::default(),
             config,
