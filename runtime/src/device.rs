@@ -275,6 +275,11 @@ pub fn has_subgroups() -> bool {
     WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.subgroups)
 }
 
+/// The process's wgpu adapter's storage-binding limit, once a wgpu device was selected.
+pub fn max_binding_bytes() -> Option<u64> {
+    WGPU.get().and_then(|r| r.as_ref().ok()).map(|(_, a)| a.max_storage_buffer_binding_size)
+}
+
 /// Whether the process's wgpu device runs `qgemm_coop` (cooperative f16 matrices). False
 /// before a wgpu device was selected.
 pub fn has_cooperative_matrices() -> bool {

@@ -74,10 +74,11 @@ pub enum RuntimeError {
     /// The device could not allocate memory for work that was enqueued (reported at the read
     /// that waited for it).
     #[error(
-        "the GPU could not allocate {} for this step: feed long prompts in smaller chunks (--prefill-chunk), cap the context (--max-context), or store the matrices smaller (--dtype q8 or q4)",
-        crate::error::human_bytes(*bytes)
+        "the GPU could not allocate {}{} for this step: feed long prompts in smaller chunks (--prefill-chunk), cap the context (--max-context), or store the matrices smaller (--dtype q8 or q4)",
+        crate::error::human_bytes(*bytes),
+        binding_limit.map(|l| format!(" (more than its {} storage-binding limit)", crate::error::human_bytes(l))).unwrap_or_default()
     )]
-    DeviceMemory { bytes: u64 },
+    DeviceMemory { bytes: u64, binding_limit: Option<u64> },
     /// A prefill chunk (`--prefill-chunk`) whose largest tensor cannot be bound by this GPU,
     /// found before any work starts.
     #[error(
@@ -128,7 +129,9 @@ impl RuntimeError {
             .find_map(|key| text.split_once(key))
             .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok());
         if let Some(bytes) = size {
-            return Self::DeviceMemory { bytes };
+            // Past the adapter's binding limit, the size, not the memory left, is the cause.
+            let binding_limit = crate::device::max_binding_bytes().filter(|&l| bytes > l);
+            return Self::DeviceMemory { bytes, binding_limit };
         }
         let lines: Vec<&str> = text
             .lines()
@@ -167,11 +170,13 @@ mod tests {
     fn readback_failures_become_one_line() {
         let too_big = "An IO error happened\nCaused by:\n  can't allocate buffer of size: 3221225472\n   0: cubecl_runtime::memory\n   1: …";
         let e = RuntimeError::readback(too_big);
-        assert!(matches!(e, RuntimeError::DeviceMemory { bytes: 3221225472 }), "{e:?}");
+        assert!(matches!(e, RuntimeError::DeviceMemory { bytes: 3221225472, .. }), "{e:?}");
         let text = e.to_string();
         assert!(text.contains("3.00 GiB") && text.contains("--prefill-chunk") && !text.contains('\n'), "{text}");
         let oom = "An IO error happened\nCaused by:\n  out of device memory allocating 1048576 bytes\nbacktrace";
-        assert!(matches!(RuntimeError::readback(oom), RuntimeError::DeviceMemory { bytes: 1048576 }));
+        assert!(matches!(RuntimeError::readback(oom), RuntimeError::DeviceMemory { bytes: 1048576, .. }));
+        let past = RuntimeError::DeviceMemory { bytes: 3 << 30, binding_limit: Some(2 << 30) }.to_string();
+        assert!(past.contains("3.00 GiB (more than its 2.00 GiB storage-binding limit)") && !past.contains('\n'), "{past}");
         let poisoned = "The device is poisoned\nCaused by:\n  illegal address";
         assert!(matches!(RuntimeError::readback(poisoned), RuntimeError::DeviceLost(_)));
         let other = "An error happened during execution\nCaused by:\n  something\nBacktrace:\n   0: frames";
