@@ -38,12 +38,15 @@ enum Command {
     Convert(convert::Args),
 }
 
+/// Warnings, except cubecl's device thread's report of a failed task: a multi-line dump
+/// (error chain, backtrace) of a failure that also reaches the command, which prints it as one
+/// line (an allocation the GPU refused, a lost device). `RUST_LOG` overrides this.
+const DEFAULT_LOG: &str = "warn,cubecl_common::device::handle=error";
+
 fn main() {
     quiet_headless_vulkan();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG.into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
