@@ -33,3 +33,31 @@ for dtype in q4 q8; do
         --decode-tokens 64 --repeats 1 --dtype "$dtype" --roofline 2>&1 | tee "$out/text01-$dtype.txt" \
         | grep -E 'weights|\| prefill|\| decode|roofline'
 done
+# The same weights on the scalar tiles (MINIMAX_COOPMAT=0) and with plain quant conversions
+# (MINIMAX_QCONVERT=1): what tensor cores and the mantissa trick give, in the same run.
+echo "=== ours, --dtype f16, scalar tiles"
+MINIMAX_COOPMAT=0 timeout 300 "$bin" bench "${common[@]}" --dtype f16 2>&1 | tee "$out/ours-f16-scalar.txt" \
+    | grep -E 'device|\| prefill|\| decode'
+echo "=== ours, --dtype q4, int-to-float conversions"
+MINIMAX_QCONVERT=1 timeout 300 "$bin" bench "${common[@]}" --dtype q4 2>&1 | tee "$out/ours-q4-convert.txt" \
+    | grep -E '\| prefill|\| decode'
+# Tensor-core prefill against the scalar tiles, logits of 200 random tokens: rounding the
+# operands to f16 moves logits a little and should leave the argmax nearly everywhere.
+if command -v python3 >/dev/null && python3 -c 'import numpy' 2>/dev/null; then
+    tokens=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(1, 32000)) for _ in range(200)))")
+    timeout 120 "$bin" logits --model "$hf" --backend gpu --dtype f16 --tokens "$tokens" --out "$out/coop.npy" >/dev/null 2>&1
+    MINIMAX_COOPMAT=0 timeout 120 "$bin" logits --model "$hf" --backend gpu --dtype f16 --tokens "$tokens" \
+        --out "$out/scalar.npy" >/dev/null 2>&1
+    python3 - "$out" <<'PY'
+import sys, numpy as np
+a, b = (np.load(f"{sys.argv[1]}/{n}.npy") for n in ("coop", "scalar"))
+print(f"f16 logits, tensor cores vs scalar: max abs {abs(a - b).max():.4g} of {abs(b).max():.4g}, argmax agrees on {(a.argmax(-1) == b.argmax(-1)).mean():.1%}")
+PY
+fi
+# The seed's claim at reach of a run: 8 Text-01 layers, 7:1 against all softmax.
+for layout in hybrid softmax; do
+    echo "=== synthetic Text-01 layers, --layout $layout, Q4_1, 32K prompt"
+    timeout 600 "$bin" bench --synthetic text01 --layers 8 --layout "$layout" --backend gpu --prompt-lengths 32768 \
+        --context 256 --decode-tokens 8 --repeats 1 --dtype q4 2>&1 | tee "$out/text01-$layout-32k.txt" \
+        | grep -E '\| prefill|\| decode'
+done
