@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use burn::backend::Dispatch;
 use burn::backend::wgpu::CubeTensor;
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use super::launch::{Wgsl, bind, dims, dispatch, grid, params};
 use super::qgemv::{Variant, XMode, check_matrix, check_x, host_matrix, words, xin};
@@ -72,7 +72,7 @@ pub fn qgemm(
     if !uses_wgsl(&x.device()) {
         return Ok(reference(x, pool, record, m, mode));
     }
-    let tiles = Tiles::for_matrix(rows);
+    let tiles = Tiles::for_matrix(&x.device(), rows);
     let p = tiles.params(rows, &m, per, x_stride, row_bytes, start);
     let variant = Variant::scalar(m.dtype, mode == XMode::SwiGlu);
     let device = x.device();
@@ -123,7 +123,7 @@ pub fn qgemm_grouped(
     }
     // One table row per row tile of each group: its first row, its group's end, its matrix.
     let longest = groups.iter().map(|g| g.rows.len()).max().unwrap_or(0);
-    let tiles = Tiles::for_matrix(longest);
+    let tiles = Tiles::for_matrix(&device, longest);
     let tile_m = tiles.tile().0;
     let mut table = Vec::new();
     for (g, start) in groups.iter().zip(starts) {
@@ -165,6 +165,11 @@ fn check_record(pool: &Tensor<1, Int>, record: usize, m: &QMatrix) -> Result<usi
 /// # Shapes
 /// `x`: `[M / per, K]` for `XMode::Rows { per }`, `[M, 2K]` for `XMode::SwiGlu` → `[M, N]`.
 pub fn qgemm_float(x: Tensor<2>, w: &Tensor<2>, mode: XMode) -> Result<Tensor<2>, KernelError> {
+    qgemm_float_on(x, w, mode, None)
+}
+
+/// [`qgemm_float`] on the given tiles (`None`: the device's choice).
+pub(super) fn qgemm_float_on(x: Tensor<2>, w: &Tensor<2>, mode: XMode, tiles: Option<Tiles>) -> Result<Tensor<2>, KernelError> {
     let err = |reason: String| KernelError::Shape { kernel: "qgemm", reason };
     let [n, k] = w.dims();
     let dtype = match w.dtype() {
@@ -180,7 +185,7 @@ pub fn qgemm_float(x: Tensor<2>, w: &Tensor<2>, mode: XMode) -> Result<Tensor<2>
         return Ok(xin(x, mode, k).matmul(w.clone().transpose()));
     }
     let row_bytes = dtype.row_bytes(k).expect("float rows are whole elements") as u32;
-    let tiles = Tiles::for_matrix(rows);
+    let tiles = tiles.unwrap_or_else(|| Tiles::for_matrix(&x.device(), rows));
     let p = tiles.params(rows, &m, per, x_stride, row_bytes, 0);
     // Rows of whole 16-byte groups are read as vectors (a tensor's binding starts aligned).
     let vec_pool = row_bytes.is_multiple_of(16);
@@ -196,7 +201,8 @@ pub fn qgemm_float(x: Tensor<2>, w: &Tensor<2>, mode: XMode) -> Result<Tensor<2>
 /// exist and take its shape.
 pub fn takes_float(w: &Tensor<2>) -> bool {
     let [n, k] = w.dims();
-    w.dtype() == DType::F16 && k.is_multiple_of(2) && n > 0 && uses_wgsl(&w.device()) && qgemm_coop::available()
+    let device = w.device();
+    w.dtype() == DType::F16 && k.is_multiple_of(2) && n > 0 && uses_wgsl(&device) && qgemm_coop::available(&device)
 }
 
 /// Which tiles multiply: cooperative matrices where the device and shape allow (64 or 128
@@ -209,9 +215,9 @@ pub enum Tiles {
 }
 
 impl Tiles {
-    /// The tiles for `rows` input rows (of the longest group) on this process's device.
-    fn for_matrix(rows: usize) -> Self {
-        if !qgemm_coop::available() {
+    /// The tiles for `rows` input rows (of the longest group) on `device`.
+    pub(super) fn for_matrix(device: &Device, rows: usize) -> Self {
+        if !qgemm_coop::available(device) {
             Self::Scalar
         } else if rows >= 128 {
             Self::Coop { sub_m: 4 }
@@ -363,7 +369,7 @@ mod tests {
                 )
                 .unwrap();
                 check(Tensor::from_data(yc.to_data(), &device), want.clone(), &format!("{what} on the CPU"));
-                if crate::kernels::qgemm_coop::available() {
+                if crate::kernels::qgemm_coop::available(&device) {
                     // f16 operands on tensor cores: the kept rows exactly, the rest to f16 accuracy.
                     let kept = |t: Tensor<2>| t.narrow(0, 3, 72);
                     check(kept(y.clone()), kept(before), &what);
@@ -450,7 +456,7 @@ mod tests {
             let d = time(&mut || drop(x.clone().cast(DType::F16).matmul(w.clone().transpose()).cast(DType::F32)));
             eprintln!(
                 "qgemm_float f16 [{f}, {c}] M {rows} ({:?}): {:.1} µs, {:.1} TFLOP/s (Burn f16 matmul {:.1} µs, {:.1} TFLOP/s)",
-                Tiles::for_matrix(rows),
+                Tiles::for_matrix(&device, rows),
                 q * 1e6,
                 flop / q / 1e12,
                 d * 1e6,

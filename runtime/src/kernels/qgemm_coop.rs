@@ -10,20 +10,55 @@
 //! Why: prefill spends 86 % of its kernel time in `qgemm` at Text-01 dimensions, at 5.8
 //! TFLOP/s of scalar FMAs on a GPU whose tensor cores do two orders of magnitude more.
 
+use std::sync::OnceLock;
+
 use burn::backend::wgpu::CubeTensor;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use cubecl::server::BufferBinding;
 
 use super::launch::{Wgsl, dispatch, grid, params};
-use super::qgemm::Params;
-use super::qgemv::Variant;
+use super::qgemm::{Params, Tiles, qgemm_float_on};
+use super::qgemv::{Variant, XMode};
 
 /// Weight rows of a workgroup's tile (its input rows are 32 · `sub_m`: 64 or 128).
 pub const TILE_N: usize = 128;
 const WORKGROUP: u32 = 256;
 
-/// Whether `qgemm` multiplies on cooperative matrices on this process's device.
-pub fn available() -> bool {
-    crate::device::has_cooperative_matrices()
+/// Whether `qgemm` multiplies on cooperative matrices on `device` (the process's wgpu device):
+/// the adapter offers them (`AdapterSummary::cooperative_f16`), and they passed a self-check
+/// there once. Drivers' cooperative-matrix support is young; a wrong result is caught here,
+/// once, and prefill then keeps the scalar tiles, rather than every prompt going wrong.
+pub fn available(device: &Device) -> bool {
+    static CHECKED: OnceLock<bool> = OnceLock::new();
+    crate::device::has_cooperative_matrices() && *CHECKED.get_or_init(|| self_check(device))
+}
+
+/// Both tile heights on a product with ragged edges (130 rows, 48 of a 128-column tile, 3
+/// steps of K), against the f32 product of the same f16-rounded operands.
+fn self_check(device: &Device) -> bool {
+    let values = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed * 104_729) % 193) as f32 / 96.0 - 1.0).collect()
+    };
+    let (m, n, k) = (130, 48, 96);
+    let x = Tensor::<2>::from_data(TensorData::new(values(m * k, 1), [m, k]), device);
+    let w = Tensor::<2>::from_data(TensorData::new(values(n * k, 2), [n, k]), device).cast(DType::F16);
+    let want = x.clone().cast(DType::F16).cast(DType::F32).matmul(w.clone().cast(DType::F32).transpose());
+    let scale = 1.0 + want.clone().abs().max().into_scalar::<f32>();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        [2, 4].iter().map(|&sub_m| {
+            let y = qgemm_float_on(x.clone(), &w, XMode::Rows { per: 1 }, Some(Tiles::Coop { sub_m }))?;
+            Ok::<f32, crate::error::KernelError>((y - want.clone()).abs().max().into_scalar::<f32>())
+        }).collect::<Result<Vec<f32>, _>>()
+    }));
+    match outcome {
+        Ok(Ok(errors)) if errors.iter().all(|e| *e <= 1e-3 * scale) => true,
+        other => {
+            tracing::warn!(
+                "cooperative matrices failed their check on this adapter ({other:?}); prefill uses the scalar tiles"
+            );
+            false
+        }
+    }
 }
 
 /// Launches the kernel for `qgemm`'s params and bindings (x, pool, y, groups), tiled by
@@ -69,7 +104,7 @@ mod tests {
     /// skips; `MINIMAX_REQUIRE_COOPMAT=1` (set where the hardware has them) makes that a failure.
     fn coop_gpu() -> Option<burn::tensor::Device> {
         let device = gpu()?;
-        if available() {
+        if available(&device) {
             return Some(device);
         }
         if std::env::var("MINIMAX_REQUIRE_COOPMAT").is_ok_and(|v| v == "1") {
