@@ -159,6 +159,9 @@ impl Selected {
     }
 }
 
+/// Launches per queue submission (see [`wgpu_device`]).
+const DECODE_TASKS_PER_SUBMIT: usize = 16;
+
 /// The process-wide wgpu device: Burn registers one runtime per adapter selector, so it is
 /// initialised once and cloned afterwards. The first request's graphics API wins.
 static WGPU: OnceLock<Result<(Device, AdapterSummary), String>> = OnceLock::new();
@@ -178,6 +181,13 @@ pub fn wgpu_queue() -> Option<(burn::tensor::wgpu::wgpu::Device, burn::tensor::w
 fn wgpu_device(api: Option<GraphicsApi>) -> Result<(Device, AdapterSummary), RuntimeError> {
     WGPU.get_or_init(|| {
         let mut options = Device::wgpu_options();
+        // Launches per submission: cubecl's default is 32. Decode is a chain of ~110 short
+        // dependent launches, and a smaller batch starts the GPU sooner: on an H100, f16 decode
+        // ran at 254.5 tokens/s with 16, 245.5 with 32 and 181.4 with 128 (BENCHMARKS.md,
+        // 2026-12-07 evening). CUBECL_WGPU_MAX_TASKS still decides when it is set.
+        if std::env::var_os("CUBECL_WGPU_MAX_TASKS").is_none() {
+            options = options.tasks_max(DECODE_TASKS_PER_SUBMIT);
+        }
         if let Some(api) = api {
             options = options.graphics_api(api.wgpu());
         }
