@@ -169,3 +169,21 @@ fn x_elem(base: u32, e: u32, cols: u32) -> f32 {
     }
     return x_one(base + e);
 }
+
+// The tiled matmuls' reads (qgemm, qgemm_coop), through the kernel's params `p` (fields per,
+// x_stride, cols, rows, row_bytes, which every includer's Params has):
+// Unit e0 of input row m (zeros from row `end` on).
+fn load_x(m: u32, end: u32, e0: u32) -> Unit {
+    if m < end {
+        return x_unit((m / p.per) * p.x_stride, e0, p.cols);
+    }
+    return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// Unit e0 of row n of the matrix at word mw (zeros past the last row).
+fn load_w(mw: u32, n: u32, e0: u32) -> Unit {
+    if n < p.rows {
+        return w_unit(mw, n, e0, p.cols, p.row_bytes);
+    }
+    return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
+}

@@ -143,22 +143,6 @@ fn row_tile(t: u32, valid: bool) -> vec3<u32> {
     return vec3<u32>(t * TILE, p.m, p.words);
 }
 
-// Unit e0 of input row m (zeros from row `end` on).
-fn load_x(m: u32, end: u32, e0: u32) -> Unit {
-    if m < end {
-        return x_unit((m / p.per) * p.x_stride, e0, p.cols);
-    }
-    return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
-}
-
-// Unit e0 of row n of the matrix at word mw (zeros past the last row).
-fn load_w(mw: u32, n: u32, e0: u32) -> Unit {
-    if n < p.rows {
-        return w_unit(mw, n, e0, p.cols, p.row_bytes);
-    }
-    return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
-}
-
 // Y[m, n .. n + 4], clipped to the matrix and to rows before `end`.
 fn store(m: u32, end: u32, n: u32, v: vec4<f32>) {
     if m >= end {

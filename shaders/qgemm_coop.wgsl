@@ -210,18 +210,3 @@ fn stage_w(i: u32, v: Unit) {
     ws[i + 7u] = f16(v.hi.w);
 }
 
-// Unit e0 of input row m (zeros from row `end` on).
-fn load_x(m: u32, end: u32, e0: u32) -> Unit {
-    if m < end {
-        return x_unit((m / p.per) * p.x_stride, e0, p.cols);
-    }
-    return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
-}
-
-// Unit e0 of row n of the matrix at word mw (zeros past the last row).
-fn load_w(mw: u32, n: u32, e0: u32) -> Unit {
-    if n < p.rows {
-        return w_unit(mw, n, e0, p.cols, p.row_bytes);
-    }
-    return Unit(vec4<f32>(0.0), vec4<f32>(0.0));
-}

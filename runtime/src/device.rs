@@ -279,21 +279,26 @@ pub async fn select(choice: BackendChoice) -> Result<Selected, RuntimeError> {
     }
 }
 
+/// What the process's wgpu adapter offers, once a wgpu device was selected.
+fn adapter() -> Option<&'static AdapterSummary> {
+    WGPU.get().and_then(|r| r.as_ref().ok()).map(|(_, a)| a)
+}
+
 /// Whether the process's wgpu device has subgroup operations (kernels pick their reduction by
 /// it). False before a wgpu device was selected.
 pub fn has_subgroups() -> bool {
-    WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.subgroups)
+    adapter().is_some_and(|a| a.subgroups)
 }
 
 /// The process's wgpu adapter's storage-binding limit, once a wgpu device was selected.
 pub fn max_binding_bytes() -> Option<u64> {
-    WGPU.get().and_then(|r| r.as_ref().ok()).map(|(_, a)| a.max_storage_buffer_binding_size)
+    adapter().map(|a| a.max_storage_buffer_binding_size)
 }
 
 /// Whether the process's wgpu device runs `qgemm_coop` (cooperative f16 matrices). False
 /// before a wgpu device was selected.
 pub fn has_cooperative_matrices() -> bool {
-    WGPU.get().and_then(|r| r.as_ref().ok()).is_some_and(|(_, a)| a.cooperative_f16)
+    adapter().is_some_and(|a| a.cooperative_f16)
 }
 
 /// The wgpu device for tests, or `None` when the machine has no adapter at all: the test then

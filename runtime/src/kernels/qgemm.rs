@@ -77,7 +77,8 @@ pub fn qgemm(
     let variant = Variant::scalar(m.dtype, mode == XMode::SwiGlu);
     let device = x.device();
     let y = Tensor::<2>::empty([rows, m.rows], &device).into_dispatch();
-    let none = Tensor::<1, Int>::zeros([4], &device).into_dispatch();
+    // Not read when ungrouped: left uninitialised, so no fill kernel runs per call.
+    let none = Tensor::<1, Int>::empty([4], &device).into_dispatch();
     Ok(float(Dispatch::qgemm(x.into_dispatch(), words(pool).into_dispatch(), none, y, p, variant, tiles)))
 }
 
@@ -193,7 +194,8 @@ pub(super) fn qgemm_float_on(x: Tensor<2>, w: &Tensor<2>, mode: XMode, tiles: Op
     let variant = Variant { dtype, swiglu: mode == XMode::SwiGlu, vec_x, vec_pool };
     let device = x.device();
     let y = Tensor::<2>::empty([rows, n], &device).into_dispatch();
-    let none = Tensor::<1, Int>::zeros([4], &device).into_dispatch();
+    // Not read when ungrouped: left uninitialised, so no fill kernel runs per call.
+    let none = Tensor::<1, Int>::empty([4], &device).into_dispatch();
     Ok(float(Dispatch::qgemm_float(x.into_dispatch(), w.clone().into_dispatch(), none, y, p, variant, tiles)))
 }
 
