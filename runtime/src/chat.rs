@@ -2,13 +2,17 @@
 //! rendered with minijinja the way transformers renders it, and conversations that feed only
 //! the new tokens of each turn into the sequence state.
 
+mod guard;
+
+use guard::{check_format_string, check_namespaces};
+use minijinja::value::{Rest, ValueOrKwargs};
 use minijinja::{Environment, ErrorKind, context};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, RuntimeError};
 use crate::generate::{GenerateOptions, Generated, generate_with};
-use crate::model::{Model, State, snapshot};
+use crate::model::{LayerState, Model, State, snapshot};
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +41,18 @@ pub struct ChatTemplate {
 fn template_error(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Template(e.to_string())
 }
+
+/// The work one render may do, in minijinja's fuel (about one unit per instruction, and one
+/// per 64 bytes of strings and lists built): a fixed allowance plus some per byte of the
+/// messages. A template is code from a model file; without a budget `{% for i in range(99999)
+/// %}{% for j in range(99999) %}` runs for hours and `'x' * 99999999` in a loop allocates
+/// without bound. Real templates use a few hundred units per message plus their output.
+const FUEL_BASE: u64 = 2_000_000;
+const FUEL_PER_MESSAGE_BYTE: u64 = 4;
+/// Nesting of loops, conditions, macro calls and includes (minijinja's default is 500; real
+/// templates nest a few levels). Kept well below the default because renders run on threads
+/// with 2 MiB stacks (tokio's workers in the server, the test harness's threads).
+const RECURSION_LIMIT: usize = 64;
 
 /// A special token as `tokenizer_config.json` writes it: a string or `{"content": ...}`.
 fn token_text(v: Option<&Value>) -> String {
@@ -79,6 +95,9 @@ impl ChatTemplate {
     /// reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, RuntimeError> {
         let mut env = Environment::new();
+        let text: u64 = messages.iter().map(|m| (m.role.len() + m.content.len()) as u64).sum();
+        env.set_fuel(Some(FUEL_BASE.saturating_add(text.saturating_mul(FUEL_PER_MESSAGE_BYTE))));
+        env.set_recursion_limit(RECURSION_LIMIT);
         // transformers compiles templates with trim_blocks and lstrip_blocks.
         env.set_syntax(
             minijinja::syntax::SyntaxConfig::builder()
@@ -88,11 +107,21 @@ impl ChatTemplate {
                 .map_err(template_error)?,
         );
         // Templates call Python string methods (`.strip()`, `.startswith()`, ...).
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(|state, value, method, args| {
+            if method == "format" {
+                check_format_string(value.as_str().unwrap_or_default())?;
+            }
+            minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+        });
+        env.add_filter("format", |state: &mut minijinja::State, format: &minijinja::Value, args: Rest<ValueOrKwargs>| {
+            check_format_string(format.as_str().unwrap_or_default())?;
+            minijinja::filters::format(state, format, args)
+        });
         env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_function("strftime_now", |format: String| today(&format));
+        check_namespaces(&self.source).map_err(template_error)?;
         env.add_template("chat", &self.source).map_err(template_error)?;
         env.get_template("chat")
             .and_then(|t| {
@@ -227,6 +256,7 @@ impl Conversation {
     /// Restores a conversation saved by [`save`](Self::save) for the same model.
     pub fn load(model: &Model, bytes: &[u8]) -> Result<Self, Error> {
         let (state, extra) = snapshot::load(model, bytes)?;
+        check_kv_shapes(model, &state)?;
         #[derive(Deserialize)]
         struct Saved {
             messages: Vec<Message>,
@@ -243,6 +273,23 @@ impl Conversation {
             fed: saved.fed,
         })
     }
+}
+
+/// Checks that each restored KV cache has the model's `[.., Hkv, D]` shape. `snapshot::load`
+/// checks only their length, so a file with the right byte count but another head layout
+/// loads, and the next forward then panics in the cache append (found while writing the
+/// snapshot fuzz target; see FUZZING.md). Belongs in `snapshot::load` itself.
+fn check_kv_shapes(model: &Model, state: &State) -> Result<(), RuntimeError> {
+    let want = [model.config.num_kv_heads, model.config.head_dim];
+    for (i, layer) in state.layers.iter().enumerate() {
+        if let LayerState::Softmax(cache) = layer
+            && !cache.is_empty()
+            && cache.valid().0.dims()[1..] != want
+        {
+            return Err(RuntimeError::StateFile(format!("layer {i}'s KV cache is not {want:?} per position")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,6 +322,39 @@ mod tests {
         assert_eq!(t.render(&[Message::new("user", "  hello ")], false).unwrap(), "<s>  [USER] hello\n");
         let err = t.render(&[Message::new("tool", "x")], false).unwrap_err();
         assert!(err.to_string().contains("bad role tool"), "{err}");
+    }
+
+    /// A template from a model file cannot loop, recurse or allocate without bound: each
+    /// render has a budget (see FUZZING.md).
+    #[test]
+    fn hostile_templates_are_stopped() {
+        let render = |source: &str| {
+            let t = ChatTemplate { source: source.into(), bos_token: String::new(), eos_token: String::new() };
+            let result = t.render(&[Message::new("user", "Hi!")], true);
+            result.map(|_| ()).unwrap_err().to_string()
+        };
+        // Without the budget these finish, after 9M iterations and with a 512 MiB string.
+        let e = render("{% for i in range(3000) %}{% for j in range(3000) %}{{ i }}{% endfor %}{% endfor %}");
+        assert!(e.contains("fuel"), "{e}");
+        let e = render("{% set s = namespace(x='ab') %}{% for i in range(28) %}{% set s.x = s.x ~ s.x %}{% endfor %}{{ s.x | length }}");
+        assert!(e.contains("fuel"), "{e}");
+        let e = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}");
+        assert!(e.contains("recursion"), "{e}");
+        // A namespace holding itself, which minijinja would print (or compare, or serialize)
+        // until the stack overflows.
+        let e = render("{% set x = namespace() %}{% set x.a = x %}{{ x }}");
+        assert!(e.contains("the namespace `x` may only be used through its attributes"), "{e}");
+        // Format keys with non-ASCII text, where minijinja would panic, are refused; other
+        // format strings still work.
+        for source in ["{{ '%(-۔' | format('x', 2) }}", "{{ '{0[é]}'.format({}) }}"] {
+            assert!(render(source).contains("format strings with keys must be ASCII"), "{source}");
+        }
+        let t = ChatTemplate { source: "{{ 'é %s-%d' | format('x', 2) }} {{ '{}!'.format('hi') }}".into(), bos_token: String::new(), eos_token: String::new() };
+        assert_eq!(t.render(&[], false).unwrap(), "é x-2 hi!");
+        // Real templates stay well within the budget, for long conversations too.
+        let chat: Vec<Message> = (0..200).map(|i| Message::new(["user", "assistant"][i % 2], &"word ".repeat(2000))).collect();
+        let t = ChatTemplate { source: CHATML.into(), bos_token: String::new(), eos_token: String::new() };
+        assert!(t.render(&chat, true).unwrap().len() > 2_000_000);
     }
 
     #[test]

@@ -127,6 +127,20 @@ pub struct ModelConfig {
 /// Epsilon of the RMSNorm over all heads of a lightning layer (fixed in MiniMax).
 pub const LIGHTNING_NORM_EPS: f32 = 1e-6;
 
+/// Upper bounds on a config's sizes, far above any released model (MiniMax-Text-01: 80
+/// layers, hidden 6144, 64 heads of 128, 32 experts of 9216, 200064 tokens). A config.json is
+/// untrusted input: these keep every count and product a load derives from it (layer lists,
+/// slope tables, parameter and activation byte counts in u64) finite and cheap, so that a
+/// hostile file fails here, with its field named, rather than as an overflow or a huge
+/// allocation later (as llama.cpp bounds `n_layer`, `n_head` and `n_expert`).
+pub const MAX_LAYERS: usize = 1024;
+pub const MAX_HIDDEN: usize = 1 << 16;
+pub const MAX_INTERMEDIATE: usize = 1 << 18;
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_HEAD_DIM: usize = 1024;
+pub const MAX_EXPERTS: usize = 1024;
+pub const MAX_VOCAB: usize = 1 << 22;
+
 impl ModelConfig {
     /// Parses and validates a `config.json` text.
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
@@ -288,22 +302,26 @@ enum Dialect {
 }
 
 fn token_ids(value: &Option<Value>) -> Result<Vec<u32>, ConfigError> {
+    // A token id past u32 would otherwise wrap to some other token.
+    let id = |v: &Value| {
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| ConfigError::Invalid(format!("bad token id {v}")))
+    };
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(|n| vec![n as u32])
-            .ok_or_else(|| ConfigError::Invalid(format!("bad token id {n}"))),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_u64()
-                    .map(|n| n as u32)
-                    .ok_or_else(|| ConfigError::Invalid(format!("bad token id {v}")))
-            })
-            .collect(),
+        Some(v @ Value::Number(_)) => Ok(vec![id(v)?]),
+        Some(Value::Array(items)) => items.iter().map(id).collect(),
         Some(other) => Err(ConfigError::Invalid(format!("bad token id {other}"))),
     }
+}
+
+/// `value` of the field `name`, checked against `max`.
+fn at_most(name: &str, value: usize, max: usize) -> Result<usize, ConfigError> {
+    if value > max {
+        return Err(ConfigError::Invalid(format!("{name} {value} is more than this runtime supports ({max})")));
+    }
+    Ok(value)
 }
 
 /// A JSON value that is absent, null, zero or false.
@@ -341,13 +359,17 @@ impl RawConfig {
     fn validate(self) -> Result<ModelConfig, ConfigError> {
         let dialect = self.dialect()?;
         let hidden_size = self.hidden_size.ok_or(ConfigError::Missing("hidden_size"))?;
+        let hidden_size = at_most("hidden_size", hidden_size, MAX_HIDDEN)?;
         let vocab_size = self.vocab_size.ok_or(ConfigError::Missing("vocab_size"))?;
+        let vocab_size = at_most("vocab_size", vocab_size, MAX_VOCAB)?;
         let num_layers = self
             .num_hidden_layers
             .ok_or(ConfigError::Missing("num_hidden_layers"))?;
+        let num_layers = at_most("num_hidden_layers", num_layers, MAX_LAYERS)?;
         let num_heads = self
             .num_attention_heads
             .ok_or(ConfigError::Missing("num_attention_heads"))?;
+        let num_heads = at_most("num_attention_heads", num_heads, MAX_HEADS)?;
         let num_kv_heads = self.num_key_value_heads.unwrap_or(num_heads);
         if num_heads == 0 || num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
             return Err(ConfigError::Invalid(format!(
@@ -359,7 +381,7 @@ impl RawConfig {
                 "hidden_size, vocab_size and num_hidden_layers must be positive".into(),
             ));
         }
-        let head_dim = self.head_dim.unwrap_or(hidden_size / num_heads);
+        let head_dim = at_most("head_dim", self.head_dim.unwrap_or(hidden_size / num_heads), MAX_HEAD_DIM)?;
         if head_dim == 0 {
             return Err(ConfigError::Invalid("head_dim must be positive".into()));
         }
@@ -387,10 +409,12 @@ impl RawConfig {
         let intermediate_size = self
             .intermediate_size
             .ok_or(ConfigError::Missing("intermediate_size"))?;
+        let intermediate_size = at_most("intermediate_size", intermediate_size, MAX_INTERMEDIATE)?;
         let ffn = match (dialect, self.num_local_experts) {
             (Dialect::Llama, None) => Ffn::Dense { intermediate_size },
             (_, None) => return Err(ConfigError::Missing("num_local_experts")),
             (_, Some(num_experts)) => {
+                let num_experts = at_most("num_local_experts", num_experts, MAX_EXPERTS)?;
                 let top_k = self.num_experts_per_tok.unwrap_or(2);
                 if num_experts == 0 || top_k == 0 || top_k > num_experts {
                     return Err(ConfigError::Invalid(format!(
@@ -559,115 +583,4 @@ impl RawConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hf() -> serde_json::Value {
-        serde_json::json!({
-            "model_type": "minimax", "vocab_size": 100, "hidden_size": 32,
-            "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "num_key_value_heads": 2, "head_dim": 8, "num_local_experts": 4,
-            "num_experts_per_tok": 2, "layer_types": ["linear_attention", "full_attention"],
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-            "linear_attn_alpha_factor": 2.0, "mlp_beta_factor": 0.5
-        })
-    }
-
-    #[test]
-    fn hf_dialect() {
-        let c = ModelConfig::from_json(&hf().to_string()).unwrap();
-        assert_eq!(c.layers[0].kind, LayerKind::Lightning);
-        assert_eq!(c.layers[1].kind, LayerKind::Softmax);
-        assert_eq!(c.layers[0].attn_alpha, 2.0);
-        assert_eq!(c.layers[1].attn_alpha, 1.0);
-        assert_eq!(c.layers[1].mlp_beta, 0.5);
-        assert_eq!(c.rope_theta, 10000.0);
-        assert_eq!(c.rotary_dim, 8);
-        assert_eq!(c.norm, NormPlacement::Post);
-    }
-
-    #[test]
-    fn remote_code_dialect() {
-        let j = serde_json::json!({
-            "architectures": ["MiniMaxText01ForCausalLM"], "model_type": "minimax_text_01",
-            "vocab_size": 100, "hidden_size": 32, "intermediate_size": 16,
-            "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 4,
-            "head_dim": 8, "rotary_dim": 4, "num_local_experts": 4, "attn_type_list": [0, 0, 1],
-            "layernorm_full_attention_alpha": 3.5, "postnorm": true, "rope_theta": 1e7,
-            "shared_intermediate_size": 0
-        });
-        let c = ModelConfig::from_json(&j.to_string()).unwrap();
-        assert_eq!(c.rotary_dim, 4);
-        assert_eq!(c.layers[2].kind, LayerKind::Softmax);
-        assert_eq!(c.layers[2].attn_alpha, 3.5);
-        assert_eq!(c.slopes, SlopeSchedule::Original);
-    }
-
-    #[test]
-    fn unsupported_inputs_are_named() {
-        let mut j = hf();
-        j["model_type"] = "gpt2".into();
-        let e = ModelConfig::from_json(&j.to_string()).unwrap_err();
-        assert!(e.to_string().contains("gpt2"), "{e}");
-
-        let mut j = hf();
-        j["layer_types"] = serde_json::json!(["linear_attention"]);
-        assert!(ModelConfig::from_json(&j.to_string()).is_err());
-
-        let mut j = hf();
-        j["hidden_act"] = "gelu".into();
-        assert!(ModelConfig::from_json(&j.to_string()).unwrap_err().to_string().contains("gelu"));
-    }
-
-    #[test]
-    fn llama_family() {
-        let llama = serde_json::json!({
-            "model_type": "llama", "vocab_size": 100, "hidden_size": 32, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-            "rope_theta": 100000.0, "tie_word_embeddings": true
-        });
-        let c = ModelConfig::from_json(&llama.to_string()).unwrap();
-        assert!(c.layers.iter().all(|l| l.kind == LayerKind::Softmax && l.attn_alpha == 1.0));
-        assert_eq!(c.norm, NormPlacement::Pre);
-        assert_eq!(c.ffn, Ffn::Dense { intermediate_size: 64 });
-        assert!(c.tie_word_embeddings && !c.attention_bias);
-        assert_eq!((c.head_dim, c.rotary_dim), (8, 8));
-
-        let mut mixtral = llama.clone();
-        mixtral["model_type"] = "mixtral".into();
-        mixtral["num_local_experts"] = 4.into();
-        let c = ModelConfig::from_json(&mixtral.to_string()).unwrap();
-        assert_eq!(c.ffn.experts(), (4, 2));
-
-        let mut qwen = llama.clone();
-        qwen["model_type"] = "qwen2".into();
-        qwen["sliding_window"] = 4096.into();
-        qwen["use_sliding_window"] = false.into();
-        let c = ModelConfig::from_json(&qwen.to_string()).unwrap();
-        assert!(c.attention_bias && c.sliding_window.is_none());
-
-        let mut mistral = llama;
-        mistral["model_type"] = "mistral".into();
-        mistral["sliding_window"] = 4096.into();
-        assert_eq!(ModelConfig::from_json(&mistral.to_string()).unwrap().sliding_window, Some(4096));
-    }
-
-    #[test]
-    fn slopes_match_both_formulas() {
-        // For a power of two the ALiBi slopes equal transformers' `2^(-8(h+1)/H)`.
-        assert_eq!(alibi_slopes(8).len(), 8);
-        for (h, s) in alibi_slopes(8).iter().enumerate() {
-            assert!((s - 2f64.powf(-8.0 * (h as f64 + 1.0) / 8.0)).abs() < 1e-12);
-        }
-        // Non-power of two: 4 geometric slopes of 4 heads, then every other one of 8.
-        let s6 = alibi_slopes(6);
-        assert!((s6[4] - alibi_slopes(8)[0]).abs() < 1e-12);
-        assert!((s6[5] - alibi_slopes(8)[2]).abs() < 1e-12);
-
-        let c = ModelConfig::from_json(&hf().to_string()).unwrap();
-        let r0 = c.lightning_rates(0);
-        assert!((r0[0] - 2f32.powf(-2.0) * (1.0 + 1e-5)).abs() < 1e-7);
-        let r1 = c.lightning_rates(1);
-        assert!(r1[0] < 1e-4, "the last layer barely decays: {r1:?}");
-    }
-}
+mod tests;

@@ -34,7 +34,7 @@ use minimax_runtime::tokenizer::Tokenizer;
 use tokio::sync::mpsc;
 
 pub use error::{ApiError, ServerError};
-pub use routes::router;
+pub use routes::{CheckedRequest, Endpoint, router};
 pub use worker::StatsSnapshot;
 
 use metrics::Metrics;

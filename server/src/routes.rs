@@ -53,9 +53,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::Route(e.status(), e.body_text()))?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid(format!("invalid request body: {e}"), None))
+        parse_body(&bytes).map(JsonBody)
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("invalid request body: {e}"), None))
+}
+
+/// The routes that generate, for [`ServerState::check_request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+}
+
+/// What [`ServerState::check_request`] found in an acceptable request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedRequest {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    /// The stop sequences, the chat's own included.
+    pub stop: Vec<String>,
+    pub stream: bool,
+}
+
+impl ServerState {
+    /// Runs a request body through everything `endpoint` does before queueing it: the JSON
+    /// parse, the chat template and the tokenizer, and the checks of every field. Nothing is
+    /// generated. The routes run the same code; this entry exists for the fuzz targets
+    /// (`fuzz/`), which feed it hostile bodies without an HTTP round trip or a generation.
+    pub fn check_request(&self, endpoint: Endpoint, body: &[u8]) -> Result<CheckedRequest, ApiError> {
+        let inner = &self.inner;
+        let p = match endpoint {
+            Endpoint::Completions => prepare_completion(inner, parse_body(body)?)?,
+            Endpoint::ChatCompletions => prepare_chat(inner, parse_body(body)?)?,
+        };
+        Ok(CheckedRequest {
+            prompt: p.prompt,
+            max_tokens: p.options.max_tokens,
+            stop: p.stop,
+            stream: p.stream,
+        })
     }
 }
 
@@ -192,33 +233,34 @@ fn tokenizer_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(format!("tokenizer: {e}"))
 }
 
-async fn completions(State(state): State<ServerState>, JsonBody(req): JsonBody<CompletionRequest>) -> Response {
-    let result = async {
-        let inner = &state.inner;
-        check(!req.echo, "echo", "echo is not supported")?;
-        // Plain text is encoded as `minimax run` encodes it, with the tokenizer's own
-        // special tokens (e.g. a BOS).
-        let prompt = match req.prompt {
-            Prompt::Text(text) => inner.tokenizer.encode(&text).map_err(tokenizer_error)?,
-            Prompt::Texts(texts) if texts.len() == 1 => inner.tokenizer.encode(&texts[0]).map_err(tokenizer_error)?,
-            Prompt::Texts(_) => return Err(ApiError::invalid("exactly one prompt per request is supported", Some("prompt"))),
-            Prompt::Tokens(ids) => ids,
-        };
-        let prepared = prepare(inner, req.generation, prompt, "prompt")?;
-        start(&state, prepared, Kind::Completion).await
+fn prepare_completion(inner: &Inner, req: CompletionRequest) -> Result<Prepared, ApiError> {
+    check(!req.echo, "echo", "echo is not supported")?;
+    // Plain text is encoded as `minimax run` encodes it, with the tokenizer's own special
+    // tokens (e.g. a BOS).
+    let prompt = match req.prompt {
+        Prompt::Text(text) => inner.tokenizer.encode(&text).map_err(tokenizer_error)?,
+        Prompt::Texts(texts) if texts.len() == 1 => inner.tokenizer.encode(&texts[0]).map_err(tokenizer_error)?,
+        Prompt::Texts(_) => return Err(ApiError::invalid("exactly one prompt per request is supported", Some("prompt"))),
+        Prompt::Tokens(ids) => ids,
     };
+    prepare(inner, req.generation, prompt, "prompt")
+}
+
+fn prepare_chat(inner: &Inner, req: ChatRequest) -> Result<Prepared, ApiError> {
+    let (prompt, stop_tokens, stops) = chat_prompt(inner, req.messages)?;
+    let mut prepared = prepare(inner, req.generation, prompt, "messages")?;
+    prepared.options.stop_tokens.extend(stop_tokens);
+    prepared.stop.extend(stops);
+    Ok(prepared)
+}
+
+async fn completions(State(state): State<ServerState>, JsonBody(req): JsonBody<CompletionRequest>) -> Response {
+    let result = async { start(&state, prepare_completion(&state.inner, req)?, Kind::Completion).await };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn chat_completions(State(state): State<ServerState>, JsonBody(req): JsonBody<ChatRequest>) -> Response {
-    let result = async {
-        let inner = &state.inner;
-        let (prompt, stop_tokens, stops) = chat_prompt(inner, req.messages)?;
-        let mut prepared = prepare(inner, req.generation, prompt, "messages")?;
-        prepared.options.stop_tokens.extend(stop_tokens);
-        prepared.stop.extend(stops);
-        start(&state, prepared, Kind::Chat).await
-    };
+    let result = async { start(&state, prepare_chat(&state.inner, req)?, Kind::Chat).await };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 

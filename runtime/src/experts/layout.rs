@@ -60,12 +60,28 @@ pub(crate) const fn align(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
+/// The largest hidden or FFN size of an expert ([`crate::config::MAX_INTERMEDIATE`], the
+/// config's own bound). Sizes come from files (`pack.json`); the bound, and the checked byte
+/// counts in [`ExpertLayout::new`], keep [`ExpertLayout::bytes`] and
+/// [`ExpertLayout::slot_bytes`] from overflowing, on wasm32 too.
+pub const MAX_EXPERT_DIM: usize = crate::config::MAX_INTERMEDIATE;
+
 impl ExpertLayout {
-    /// Checks that both matrices' rows are whole blocks of `dtype`.
+    /// Checks that both matrices' rows are whole blocks of `dtype`, and that the sizes are
+    /// within [`MAX_EXPERT_DIM`].
     pub fn new(dtype: StoredDType, hidden: usize, ffn: usize) -> Result<Self, String> {
         let ok = |n: usize| dtype.row_bytes(n).is_some();
         if !matches!(dtype, StoredDType::F32 | StoredDType::F16 | StoredDType::Q8_0 | StoredDType::Q4_1) {
             return Err(format!("experts cannot be stored as {}", dtype.name()));
+        }
+        // The byte counts below (`bytes`, `slot_bytes`) must fit a usize, wasm32's included.
+        let slot = || {
+            let gate_up = ffn.checked_mul(2)?.checked_mul(dtype.row_bytes(hidden)?)?;
+            let down = hidden.checked_mul(dtype.row_bytes(ffn)?)?;
+            gate_up.checked_next_multiple_of(MATRIX_ALIGN)?.checked_add(down)?.checked_next_multiple_of(SLOT_ALIGN)
+        };
+        if hidden > MAX_EXPERT_DIM || ffn > MAX_EXPERT_DIM || (ok(hidden) && ok(ffn) && slot().is_none()) {
+            return Err(format!("experts of {hidden}x{ffn} are larger than this runtime supports ({MAX_EXPERT_DIM})"));
         }
         if !ok(hidden) || !ok(ffn) || (dtype == StoredDType::F16 && (hidden % 2 != 0 || ffn % 2 != 0)) {
             let unit = if dtype.is_quantized() { dtype.block_elems() } else { 2 };
@@ -150,6 +166,10 @@ mod tests {
         let l = ExpertLayout::new(StoredDType::F16, 6, 10).unwrap();
         assert_eq!((l.gate_up().bytes(), l.down().offset, l.bytes()), (240, 240, 368));
         assert!(ExpertLayout::new(StoredDType::Q4_0, 64, 64).is_err());
+        // Sizes from a pack.json whose records would not fit a usize are refused.
+        let e = ExpertLayout::new(StoredDType::F32, 1 << 40, 1 << 40).unwrap_err();
+        assert!(e.contains("larger than this runtime supports"), "{e}");
+        assert!(ExpertLayout::new(StoredDType::Q8_0, MAX_EXPERT_DIM, MAX_EXPERT_DIM).is_ok());
     }
 
     #[test]

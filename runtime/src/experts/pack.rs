@@ -180,7 +180,8 @@ impl ExpertPack {
             return Err(bad("moe_layers are not strictly ascending".into()));
         }
         let (layers, e) = (index.moe_layers.len(), index.num_experts);
-        if index.experts.len() != layers * e {
+        // At least one record, so that the sizes above are backed by bytes in experts.bin.
+        if layers == 0 || e == 0 || layers.checked_mul(e) != Some(index.experts.len()) {
             return Err(bad(format!("{} records listed for {layers} layers of {e} experts", index.experts.len())));
         }
         let total = experts.len();
@@ -203,7 +204,7 @@ impl ExpertPack {
             if entry.offset % index.alignment != 0 || entry.offset < end {
                 return Err(corrupt(format!("offset is not {}-aligned or overlaps the previous record", index.alignment)));
             }
-            end = entry.offset + entry.bytes;
+            end = entry.offset.saturating_add(entry.bytes);
             if end > total {
                 return Err(corrupt(format!("the record ends at byte {end}, past the end of the {total}-byte file (truncated?)")));
             }
@@ -413,8 +414,18 @@ mod tests {
         let mut bad = index.clone();
         bad.experts.swap(0, 1);
         fails(&bad, file.clone(), "layer-major");
-        let mut bad = index;
+        let mut bad = index.clone();
         bad.record_bytes += 1;
-        fails(&bad, file, "record_bytes");
+        fails(&bad, file.clone(), "record_bytes");
+        // Counts and offsets that would overflow, or no records to back the sizes.
+        let mut bad = index.clone();
+        bad.num_experts = usize::MAX / 2 + 1;
+        fails(&bad, file.clone(), "records listed for 2 layers");
+        let mut bad = index.clone();
+        (bad.moe_layers, bad.num_experts, bad.experts) = (Vec::new(), 0, Vec::new());
+        fails(&bad, Vec::new(), "0 records listed for 0 layers of 0 experts");
+        let mut bad = index;
+        bad.experts[3].offset = u64::MAX - 4095;
+        fails(&bad, file, "past the end");
     }
 }

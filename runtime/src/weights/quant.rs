@@ -62,10 +62,11 @@ impl StoredDType {
         }
     }
 
-    /// Bytes of one row of `cols` elements; `None` unless `cols` is a whole number of blocks.
+    /// Bytes of one row of `cols` elements; `None` unless `cols` is a whole number of blocks
+    /// and the byte count fits a `usize` (`cols` may come from a file).
     pub const fn row_bytes(self, cols: usize) -> Option<usize> {
         if cols % self.block_elems() == 0 {
-            Some(cols / self.block_elems() * self.block_bytes())
+            (cols / self.block_elems()).checked_mul(self.block_bytes())
         } else {
             None
         }
@@ -242,6 +243,8 @@ mod tests {
         assert_eq!(StoredDType::Q4_1.row_bytes(32), Some(20));
         assert_eq!(StoredDType::F16.row_bytes(3), Some(6));
         assert_eq!(StoredDType::Q4_0.row_bytes(48), None);
+        // A column count from a file that overflows the row's bytes.
+        assert_eq!(StoredDType::F32.row_bytes(usize::MAX / 2), None);
         for t in [StoredDType::F32, StoredDType::F16, StoredDType::BF16, StoredDType::Q8_0, StoredDType::Q4_0, StoredDType::Q4_1] {
             let g = GGML_TYPES.iter().find(|g| g.1 == t.name()).unwrap();
             assert_eq!((g.2, g.3), (t.block_elems(), t.block_bytes()), "{}", t.name());

@@ -26,6 +26,7 @@ impl Loader<'_> {
     /// their stored format, or `q`; see [`Self::block_format`]): row blocks that each fit one
     /// storage binding, with their geometry.
     pub fn quant_blocks(&self, parts: &[(&str, usize)], cols: usize, q: StoredDType) -> Result<Vec<(Tensor<1, Int>, QMatrix)>, WeightsError> {
+        self.check_parts(parts, cols)?;
         let q = self.block_format(parts, q)?;
         let row_bytes = q.row_bytes(cols).expect("checked by quant_for");
         let total: usize = parts.iter().map(|p| p.1).sum();
@@ -50,6 +51,7 @@ impl Loader<'_> {
     /// The same stacked matrices decoded back to f32 on the host: what the CPU backend runs,
     /// so that it sees exactly the values a GPU's quantized kernels see.
     pub fn quant_dequantized(&self, parts: &[(&str, usize)], cols: usize, q: StoredDType) -> Result<Tensor<2>, WeightsError> {
+        self.check_parts(parts, cols)?;
         let q = self.block_format(parts, q)?;
         let total: usize = parts.iter().map(|p| p.1).sum();
         let mut values = Vec::with_capacity(total * cols);
@@ -58,6 +60,19 @@ impl Loader<'_> {
             values.extend(dequantize(q, &self.quant_bytes(name, stored, at, n, cols, q)?));
         }
         Ok(Tensor::from_data(TensorData::new(values, [total, cols]), self.device))
+    }
+
+    /// Checks the stored shapes of all `parts` before anything is allocated for them: the
+    /// sizes come from the config, and only tensors of those shapes bound them by the bytes
+    /// actually stored (a GGUF whose metadata claims a huge model fails here, not in an
+    /// allocation).
+    fn check_parts(&self, parts: &[(&str, usize)], cols: usize) -> Result<(), WeightsError> {
+        if let WeightSource::Files(set) = self.source {
+            for &(name, rows) in parts {
+                self.check_shape(set.as_ref(), name, &[rows, cols])?;
+            }
+        }
+        Ok(())
     }
 
     /// The format stacked matrices are kept in: their stored block format when they all share
@@ -141,7 +156,27 @@ fn seed(name: &str, row: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::pieces;
+    use super::*;
+    use crate::weights::{SafetensorsSet, ShardBytes};
+    use burn::tensor::DType;
+    use std::sync::Arc;
+
+    /// A config's sizes are checked against the stored tensors before a buffer of that size
+    /// is reserved: a fuzzed GGUF once made this reserve 927 GB and abort (see FUZZING.md).
+    #[test]
+    fn shapes_are_checked_before_allocating() {
+        let data = vec![0u8; 2 * 32 * 4];
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 32], &data).unwrap();
+        let bytes: ShardBytes = Arc::new(safetensors::serialize([("w", view)], None).unwrap());
+        let source = WeightSource::Files(Arc::new(SafetensorsSet::from_shards([("w.safetensors".into(), bytes)]).unwrap()));
+        let device = Device::flex();
+        let loader = Loader { source: &source, device: &device, matrix_dtype: DType::F32, max_binding_bytes: None, quant: Some(StoredDType::Q8_0), progress: None };
+        let e = loader.quant_dequantized(&[("w", 1 << 30)], 1 << 20, StoredDType::Q8_0).unwrap_err();
+        assert!(matches!(e, WeightsError::Shape { .. }), "{e}");
+        let e = loader.quant_blocks(&[("w", 2), ("w", 1 << 40)], 32, StoredDType::Q8_0).err().unwrap();
+        assert!(matches!(e, WeightsError::Shape { .. }), "{e}");
+        assert_eq!(loader.quant_dequantized(&[("w", 2)], 32, StoredDType::Q8_0).unwrap().dims(), [2, 32]);
+    }
 
     #[test]
     fn pieces_cut_at_matrix_boundaries_and_size() {

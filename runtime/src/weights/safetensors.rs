@@ -78,8 +78,13 @@ impl SafetensorsSet {
                     entry = blocks_entry(entry, ggml).map_err(|reason| format(format!("`{name}`: {reason}")))?;
                 }
                 let (a, b) = entry.data_offsets;
-                if a > b || data_start + b > total {
+                if a > b || data_start.checked_add(b).is_none_or(|end| end > total) {
                     return Err(format(format!("tensor `{name}` runs past the end of the file (truncated?)")));
+                }
+                // Every count derived from a shape (rows, bytes) is then a checked product of
+                // numbers that fit.
+                if entry.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).is_none() {
+                    return Err(format(format!("tensor `{name}`: shape {:?} overflows", entry.shape)));
                 }
                 set.index.insert(name.clone(), set.shards.len());
                 tensors.insert(name, entry);
@@ -122,18 +127,24 @@ impl TensorStore for SafetensorsSet {
         let shard = &self.shards[i];
         let entry = &shard.tensors[name];
         let dtype = dtype_of(name, shard, entry)?;
-        let row = dtype.row_bytes(cols).unwrap_or(0) as u64;
-        let offset = shard.data_start + entry.data_offsets.0 + start as u64 * row;
-        if entry.data_offsets.0 + (start + n) as u64 * row > entry.data_offsets.1 {
+        // The caller's rows and columns are checked against the entry's bytes, in u64 that
+        // cannot overflow.
+        let (first, last) = entry.data_offsets;
+        let range = dtype.row_bytes(cols).and_then(|row| {
+            let begin = first.checked_add((start as u64).checked_mul(row as u64)?)?;
+            let len = (n as u64).checked_mul(row as u64)?;
+            (begin.checked_add(len)? <= last).then_some((begin, len))
+        });
+        let Some((begin, len)) = range else {
             return Err(WeightsError::Format {
                 path: shard.path.clone(),
-                reason: format!("rows {start}..{} of `{name}` are out of range", start + n),
+                reason: format!("rows {start}..{} of {cols} columns of `{name}` are out of range", start.saturating_add(n)),
             });
-        }
+        };
         Ok(Some(RawTensor {
             dtype,
             shape: vec![n, cols],
-            bytes: shard.source.read(offset, (n as u64 * row) as usize)?,
+            bytes: shard.source.read(shard.data_start + begin, len as usize)?,
         }))
     }
 
@@ -146,7 +157,7 @@ impl TensorStore for SafetensorsSet {
         let dtype = dtype_of(name, shard, entry)?;
         let (a, b) = entry.data_offsets;
         let (last, rows) = entry.shape.split_last().map_or((1, 1), |(l, r)| (*l, r.iter().product()));
-        if Some((b - a) as usize) != dtype.row_bytes(last).map(|r| r * rows) {
+        if Some((b - a) as usize) != dtype.row_bytes(last).and_then(|r| r.checked_mul(rows)) {
             return Err(WeightsError::Format {
                 path: shard.path.clone(),
                 reason: format!("tensor `{name}` holds {} bytes for shape {:?}", b - a, entry.shape),
@@ -269,6 +280,26 @@ mod tests {
             .err()
             .expect("truncation must be detected");
         assert!(err.to_string().contains("cut.safetensors"), "{err}");
+    }
+
+    /// A header whose numbers overflow when added or multiplied is refused, and row reads
+    /// past a tensor, or whose offsets overflow, are errors (see FUZZING.md).
+    #[test]
+    fn hostile_headers_are_refused() {
+        let file = |header: &str| {
+            let data = [(header.len() as u64).to_le_bytes().as_slice(), header.as_bytes(), &[0u8; 16]].concat();
+            SafetensorsSet::from_shards([("x.safetensors".into(), Arc::new(data) as ShardBytes)])
+        };
+        let e = file(r#"{"x":{"dtype":"F32","shape":[4],"data_offsets":[0,18446744073709551615]}}"#).err().unwrap().to_string();
+        assert!(e.contains("runs past the end"), "{e}");
+        let e = file(r#"{"x":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}"#).err().unwrap().to_string();
+        assert!(e.contains("overflows"), "{e}");
+        let set = file(r#"{"x":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#).unwrap();
+        assert_eq!(set.get_rows("x", 1, 1, 2).unwrap().unwrap().to_f32(), [0.0, 0.0]);
+        for (start, n, cols) in [(2, 1, 2), (0, 1, usize::MAX / 2), (usize::MAX, 1, 2), (1, usize::MAX, 2)] {
+            let e = set.get_rows("x", start, n, cols).err().unwrap().to_string();
+            assert!(e.contains("out of range"), "{start} {n} {cols}: {e}");
+        }
     }
 
     #[test]

@@ -71,7 +71,9 @@ impl GgufFile {
                 }
                 let expert = |e: usize, w: &str| format!("{prefix}.block_sparse_moe.experts.{e}.{w}.weight");
                 for (g, w) in EXPERT_NAMES {
-                    if rest == format!("ffn_{g}_exps.weight") && info.dims.len() == 3 {
+                    // Only a tensor of a known type has its bytes checked at parse, which bounds
+                    // its expert count; others keep their GGUF name (and fail on use).
+                    if rest == format!("ffn_{g}_exps.weight") && info.dims.len() == 3 && info.len.is_some() {
                         return Some((0..info.dims[2]).map(|e| (expert(e, w), View::Expert { index: e })).collect());
                     }
                     let e = rest.strip_prefix(&format!("ffn_{g}.")).and_then(|r| r.strip_suffix(".weight"));

@@ -31,6 +31,9 @@ use hf::unpermute_rows;
 use reader::Reader;
 pub use reader::MetaValue;
 
+/// The largest `general.alignment` accepted (real files use 32 to 4096).
+const MAX_ALIGNMENT: usize = 1 << 20;
+
 /// One tensor as the file describes it.
 #[derive(Debug, Clone)]
 struct TensorInfo {
@@ -90,6 +93,7 @@ impl GgufFile {
             pos: 0,
             path: &path,
             what: "the header".into(),
+            values_left: reader::MAX_META_VALUES,
         };
         if r.take(4)? != b"GGUF" {
             return Err(r.fail("not a GGUF file (bad magic; expected \"GGUF\")".into()));
@@ -112,6 +116,10 @@ impl GgufFile {
             r.what = format!("metadata `{key}`");
             let ty = r.u32()?;
             let value = r.value(ty, 0)?;
+            // As llama.cpp: a repeated key is a corrupt file, not a value to pick from.
+            if metadata.contains_key(&key) {
+                return Err(r.fail(format!("metadata key `{key}` occurs twice")));
+            }
             metadata.insert(key, value);
         }
 
@@ -124,9 +132,18 @@ impl GgufFile {
             if n_dims == 0 || n_dims > 4 {
                 return Err(r.fail(format!("tensor `{name}` has {n_dims} dimensions (1 to 4 allowed)")));
             }
-            let dims = (0..n_dims)
-                .map(|_| r.u64().map(|d| usize::try_from(d).unwrap_or(usize::MAX)))
-                .collect::<Result<Vec<_>, _>>()?;
+            let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            // ggml keeps dims and their product in i64 (llama.cpp's gguf checks both); an
+            // empty dim is refused too, so that every count derived from the dims (experts
+            // of a stacked tensor, rows of a matrix) is bounded by the bytes behind them.
+            let elems = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).filter(|&n| n <= i64::MAX as u64);
+            let dims: Option<Vec<usize>> = dims.iter().map(|&d| usize::try_from(d).ok()).collect();
+            let (Some(dims), Some(_)) = (dims, elems) else {
+                return Err(r.fail(format!("tensor `{name}`: dimensions overflow")));
+            };
+            if dims.contains(&0) {
+                return Err(r.fail(format!("tensor `{name}` has an empty dimension {dims:?}")));
+            }
             let ggml_type = r.u32()?;
             let offset = r.u64()?;
             infos.push((name, dims, ggml_type, offset));
@@ -137,8 +154,8 @@ impl GgufFile {
             Some(v) => v
                 .as_u64()
                 .and_then(|a| usize::try_from(a).ok())
-                .filter(|a| a.is_power_of_two())
-                .ok_or_else(|| r.fail(format!("general.alignment {v:?} is not a power of two")))?,
+                .filter(|a| a.is_power_of_two() && *a <= MAX_ALIGNMENT)
+                .ok_or_else(|| r.fail(format!("general.alignment {v:?} is not a power of two up to {MAX_ALIGNMENT}")))?,
         };
         let data_start = r.pos.next_multiple_of(alignment);
 
@@ -268,9 +285,11 @@ impl TensorStore for GgufFile {
                 }
             }
             View::Unpermute { heads } => {
-                // A 1-D bias permutes single elements, which needs an unblocked type.
+                // A 1-D bias permutes single elements, which needs an unblocked type. The head
+                // count comes from the metadata: it is checked against the rows, never trusted.
                 let rows = shape[0];
-                if heads == 0 || rows % (2 * heads) != 0 || (shape.len() == 1 && dtype.is_quantized()) {
+                let whole_heads = heads.checked_mul(2).is_some_and(|h| h > 0 && rows % h == 0);
+                if !whole_heads || (shape.len() == 1 && dtype.is_quantized()) {
                     return Err(WeightsError::Format {
                         path: self.path.clone(),
                         reason: format!("cannot undo the q/k row order of `{}` ({} {shape:?}) for {heads} heads", info.name, dtype.name()),
@@ -485,6 +504,32 @@ mod tests {
         );
         let e = parse("x.gguf", bytes).unwrap().get("model.layers.0.self_attn.q_proj.weight").err().unwrap();
         assert!(e.to_string().contains("cannot undo the q/k row order"), "{e}");
+    }
+
+    /// Counts, dims and offsets that overflow or claim more than the file holds (the
+    /// llama.cpp CVE classes, and what fuzzing found here; see FUZZING.md) are refused.
+    #[test]
+    fn hostile_sizes_are_refused() {
+        let arch = ("general.architecture", 8, testing::string("llama"));
+        let f32s = |n: usize| vec![0u8; 4 * n];
+        let e = err(testing::file(&[arch.clone()], &[("x", &[4, 0], 0, Vec::new())]));
+        assert!(e.contains("tensor `x` has an empty dimension"), "{e}");
+        let e = err(testing::file(&[arch.clone()], &[("x", &[1 << 32, 1 << 32], 0, f32s(1))]));
+        assert!(e.contains("tensor `x`: dimensions overflow"), "{e}");
+        let e = err(testing::file(&[arch.clone(), ("general.alignment", 4, (1u32 << 30).to_le_bytes().to_vec())], &[]));
+        assert!(e.contains("not a power of two up to 1048576"), "{e}");
+        let e = err(testing::file(&[arch.clone(), arch.clone()], &[]));
+        assert!(e.contains("`general.architecture` occurs twice"), "{e}");
+        // Stacked experts of a type whose size is unknown (ggml type 99) have no checked bytes:
+        // their expert count is never trusted (a fuzzed file's 1.8e19 once overflowed the
+        // name table).
+        let file = parse("x.gguf", testing::file(&[arch.clone()], &[("blk.0.ffn_up_exps.weight", &[32, 1, 1 << 40], 99, f32s(1))])).unwrap();
+        assert_eq!(file.names(), ["blk.0.ffn_up_exps.weight"]);
+        // A head count whose double overflows cannot undo q/k rows.
+        let heads = ("llama.attention.head_count", 10, (u64::MAX / 2 + 1).to_le_bytes().to_vec());
+        let file = parse("x.gguf", testing::file(&[arch, heads], &[("blk.0.attn_q.weight", &[4, 4], 0, f32s(16))])).unwrap();
+        let e = file.get("model.layers.0.self_attn.q_proj.weight").err().unwrap().to_string();
+        assert!(e.contains("cannot undo the q/k row order"), "{e}");
     }
 
     #[test]

@@ -73,12 +73,20 @@ impl MetaValue {
     }
 }
 
+/// Metadata values (array elements included) a file may hold in all. Each takes 32 bytes in
+/// memory for as little as one in the file, so the cap bounds the memory a hostile file
+/// costs (to 512 MiB); real files hold about a million at most (the vocabulary and its
+/// merges).
+pub(super) const MAX_META_VALUES: usize = 1 << 24;
+
 /// Bounds-checked little-endian reads; errors say what was being read and where.
 pub(super) struct Reader<'a> {
     pub(super) bytes: &'a [u8],
     pub(super) pos: usize,
     pub(super) path: &'a str,
     pub(super) what: String,
+    /// Metadata values still allowed (see [`MAX_META_VALUES`]).
+    pub(super) values_left: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -151,6 +159,9 @@ impl<'a> Reader<'a> {
                     _ => 12,
                 };
                 let n = self.count(min)?;
+                self.values_left = self.values_left.checked_sub(n).ok_or_else(|| {
+                    self.fail(format!("{}: more than {MAX_META_VALUES} metadata values in all", self.what))
+                })?;
                 let items = (0..n).map(|_| self.value(elem, depth + 1)).collect::<Result<_, _>>()?;
                 MetaValue::Array(items)
             }
