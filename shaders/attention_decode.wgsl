@@ -6,6 +6,10 @@
 //   M = max_s m_s,  o = Σ_s e^(m_s - M) acc_s / Σ_s e^(m_s - M) l_s.
 // Splitting the keys keeps the GPU busy on long caches, where one workgroup per head would
 // leave most of it idle.
+//
+// In a step replayed from a graph (dynamic = 1) the length is read on the device, pos[0] + 1,
+// and the grid covers the cache's capacity: splits past the length write an empty partial
+// (m = NEG, l = 0, acc = 0), which the merge weighs by e^(NEG - M) = 0.
 
 struct Params {
     len: u32,
@@ -13,7 +17,7 @@ struct Params {
     kv_heads: u32,
     splits: u32,
     scale: f32,
-    _pad0: u32,
+    dynamic: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -23,7 +27,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;        // [len, Hkv, D] (row-major)
 @group(0) @binding(3) var<storage, read_write> partials: array<f32>; // [Hq, splits, D + 2]: acc, m, l
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;      // [1, Hq, D]
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(5) var<storage, read_write> pos: array<i32>;      // [1] the step's position (dynamic = 1)
+@group(0) @binding(6) var<uniform> p: Params;
 
 const D: u32 = {{ head_dim }}u;
 const CHUNK: u32 = {{ chunk }}u;
@@ -69,7 +74,11 @@ fn main(
         let split = wid.y;
         let hk = hq / (p.q_heads / p.kv_heads);
         let start = split * CHUNK;
-        let n = min(CHUNK, p.len - start);
+        var len = p.len;
+        if p.dynamic != 0u {
+            len = u32(pos[0]) + 1u;
+        }
+        let n = select(0u, min(CHUNK, len - start), start < len);
 
         var m_local = NEG;
         for (var j = lid; j < CHUNK; j += WG) {

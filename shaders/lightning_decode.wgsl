@@ -4,6 +4,11 @@
 // One workgroup owns head h and COLS state columns; ROWS row groups of threads each walk a
 // strided set of state rows, and their partial dot products q·S'[:, c] meet in workgroup
 // memory.
+//
+// In place (IN_PLACE = 1, a decode step replayed from a graph): the state binding is updated
+// where it lies and `state_out` receives the state as it was, so that a step run ahead can be
+// undone. A workgroup reads and writes only its own columns, every row of them, so no other
+// workgroup sees a half-updated column.
 
 struct Params {
     heads: u32,
@@ -13,15 +18,16 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;       // [1, H, 3, D] (q | k | v per head, after SiLU)
-@group(0) @binding(1) var<storage, read_write> state_in: array<f32>;  // [H, D, D] (row-major; S[h][k-dim][v-dim])
+@group(0) @binding(1) var<storage, read_write> state_in: array<f32>;  // [H, D, D] (row-major; S[h][k-dim][v-dim]); IN_PLACE: updated
 @group(0) @binding(2) var<storage, read_write> rates: array<f32>;     // [H] decay rates s_h
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;       // [1, H, D]
-@group(0) @binding(4) var<storage, read_write> state_out: array<f32>; // [H, D, D]
+@group(0) @binding(4) var<storage, read_write> state_out: array<f32>; // [H, D, D] S' (IN_PLACE: S as it was)
 @group(0) @binding(5) var<uniform> p: Params;
 
 const D: u32 = {{ head_dim }}u;
 const COLS: u32 = {{ cols }}u;
 const ROWS: u32 = {{ rows }}u;
+const IN_PLACE: bool = {{ in_place }};
 
 var<workgroup> partial: array<f32, ROWS * COLS>;
 
@@ -41,8 +47,15 @@ fn main(
     if col < D {
         let v = qkv[q_off + 2u * D + col];
         for (var r = group; r < D; r += ROWS) {
-            let s = lambda * state_in[s_base + r * D + col] + qkv[q_off + D + r] * v;
-            state_out[s_base + r * D + col] = s;
+            let i = s_base + r * D + col;
+            let old = state_in[i];
+            let s = lambda * old + qkv[q_off + D + r] * v;
+            if IN_PLACE {
+                state_in[i] = s;
+                state_out[i] = old;
+            } else {
+                state_out[i] = s;
+            }
             acc += qkv[q_off + r] * s;
         }
     }

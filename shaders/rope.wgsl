@@ -5,19 +5,28 @@
 // become  x_i cos_ti - x_{i+half} sin_ti  and  x_{i+half} cos_ti + x_i sin_ti ; dims at or past
 // `rotary` pass through. The cos / sin tables come from the host (computed in f64 there, so
 // long positions keep their precision). One thread per output element.
+//
+// Token t takes table row t, or, in a step replayed from a graph (dynamic = 1), row
+// pos[0] - base + t: the tables then cover positions base.. and the position is read on the
+// device, so one recording serves every step.
 
 struct Params {
     tokens: u32,
     heads: u32,
     dim: u32,
     half: u32,
+    dynamic: u32,
+    base: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<f32>;   // [T, H, D] (row-major)
 @group(0) @binding(1) var<storage, read_write> cos_t: array<f32>; // [T, half] cos of each angle
 @group(0) @binding(2) var<storage, read_write> sin_t: array<f32>; // [T, half] sin of each angle
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // [T, H, D] out
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read_write> pos: array<i32>; // [1] the step's position (dynamic = 1)
+@group(0) @binding(5) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
 
@@ -32,7 +41,11 @@ fn main(
         return;
     }
     let i = e % p.dim;
-    let t = e / (p.heads * p.dim);
+    let token = e / (p.heads * p.dim);
+    var t = token;
+    if p.dynamic != 0u {
+        t = u32(pos[0]) - p.base + token;
+    }
     let head = e - i;
     if i < p.half {
         let c = cos_t[t * p.half + i];

@@ -4,7 +4,8 @@
 
 use minimax_runtime::generate::read_logits;
 use minimax_runtime::model::Logits;
-use minimax_tests::{FIXTURES, backends, engine, greedy, max_abs, reference};
+use minimax_runtime::generate::GenerateOptions;
+use minimax_tests::{FIXTURES, backends, engine, greedy, last_logits, max_abs, reference};
 
 #[test]
 fn logits_match_the_oracle() {
@@ -73,5 +74,46 @@ fn recurrent_decode_logits_match_the_oracle() {
         let err = max_abs(&rows, &r.greedy_logits);
         println!("{backend:?}: decode steps max-abs {err:.2e}");
         assert!(err <= r.tolerance, "{backend:?}: {err}");
+    }
+}
+
+#[test]
+fn a_stopped_decode_leaves_the_state_of_the_tokens_fed() {
+    // Greedy decode enqueues the step that feeds a token before it reads the token, so a stop
+    // undoes one step (on wgpu a replayed one, whose lightning states were updated in place).
+    // The state must then be that of the prompt and the tokens accepted before the stop, and
+    // decoding on from it must go on as from a fresh state: twice, as a chat's turns do.
+    for backend in backends() {
+        let name = "minimax-7to1";
+        let r = reference(name);
+        let e = engine(name, backend);
+        let options = GenerateOptions { max_tokens: 16, stop_on_eos: false, ..Default::default() };
+        let mut state = e.new_state();
+        let mut fed = r.prompt.clone();
+        for turn in 0..2 {
+            let mut seen = 0;
+            let prompt = if turn == 0 { r.prompt.clone() } else { vec![r.greedy[0]] };
+            let got = pollster::block_on(e.generate(&mut state, &prompt, &options, |_| {
+                seen += 1;
+                seen < 3
+            }))
+            .unwrap();
+            if turn == 1 {
+                fed.push(r.greedy[0]);
+            }
+            // The third token stopped decoding: it was chosen, not fed.
+            assert_eq!(got.tokens.len(), 3, "{backend:?} turn {turn}");
+            fed.extend(&got.tokens[..2]);
+            assert_eq!(state.position, fed.len(), "{backend:?} turn {turn}: positions fed");
+            let next = got.tokens[2];
+            let resumed = last_logits(&e, &[next], &mut state.clone());
+            let fresh = last_logits(&e, &[fed.as_slice(), &[next]].concat(), &mut e.new_state());
+            let err = max_abs(&resumed, &fresh);
+            println!("{backend:?} turn {turn}: resumed against fresh max-abs {err:.2e}");
+            assert!(err <= 1e-4, "{backend:?} turn {turn}: {err}");
+            if turn == 0 {
+                assert_eq!(got.tokens, r.greedy[..3], "{backend:?}: the oracle's tokens");
+            }
+        }
     }
 }

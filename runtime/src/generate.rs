@@ -9,6 +9,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::error::{Error, RuntimeError};
 use crate::kernels::argmax::argmax;
+use crate::model::decode_graph::DecodeGraph;
 use crate::model::{Logits, Model, State};
 use crate::sampling::{Sampler, SamplingParams};
 
@@ -225,6 +226,9 @@ pub async fn generate_with(
 /// the end is undone with [`State::rewind`]. Falls back to reading each id before feeding it
 /// where the id cannot be fed from the device ([`Model::forward_on_device`]), or where feeding
 /// it could pass the context cap before `accept` has seen it.
+///
+/// Where the model allows ([`Model::decodes_on_device`]), the steps are recorded once and
+/// replayed ([`DecodeGraph`]).
 pub async fn greedy_decode(
     model: &Model,
     state: &mut State,
@@ -236,6 +240,12 @@ pub async fn greedy_decode(
         return Ok(());
     }
     let mut ids = argmax(logits)?;
+    // Steps the loop may feed: every token but the last, within the context cap.
+    let room = model.max_context.map_or(usize::MAX, |max| max.saturating_sub(state.position));
+    let steps = (max_tokens - 1).min(room);
+    if steps > 0 && model.decodes_on_device() {
+        return graph_decode(model, state, ids, max_tokens, steps, accept).await;
+    }
     let mut read = start_read(ids.clone());
     for n in 0..max_tokens {
         let last = n + 1 == max_tokens;
@@ -265,6 +275,43 @@ pub async fn greedy_decode(
                 next
             }
         };
+    }
+    Ok(())
+}
+
+/// [`greedy_decode`] through a [`DecodeGraph`] of up to `steps` steps: the same pipeline (the
+/// step that feeds a token is enqueued before the token is read), each step a replay.
+async fn graph_decode(
+    model: &Model,
+    state: &mut State,
+    ids: Tensor<1, Int>,
+    max_tokens: usize,
+    steps: usize,
+    mut accept: impl FnMut(u32) -> bool,
+) -> Result<(), Error> {
+    let mut graph = DecodeGraph::new(model, state, ids, steps)?;
+    // Read before the next step overwrites the id buffer: queue order keeps them apart.
+    let mut read = start_read(graph.ids().clone());
+    for n in 0..max_tokens {
+        let last = n + 1 == max_tokens;
+        let ahead = !last && graph.can_step(state);
+        if ahead {
+            graph.step(model, state).await?;
+        }
+        let id = finish(read).await?[0] as u32;
+        if !accept(id) || last {
+            if ahead {
+                graph.undo(state);
+            }
+            return Ok(());
+        }
+        if !ahead {
+            // Only the context cap stops the steps early: feeding this token is refused, as
+            // in the eager loop.
+            model.check_context(state.position + 1)?;
+            return Err(RuntimeError::ContextOverflow { needed: state.position + 1, max: state.position }.into());
+        }
+        read = start_read(graph.ids().clone());
     }
     Ok(())
 }

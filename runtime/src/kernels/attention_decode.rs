@@ -4,7 +4,7 @@
 
 use burn::backend::Dispatch;
 use burn::backend::wgpu::CubeTensor;
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Int, Tensor};
 
 use super::attention_prefill::check;
 use super::launch::{Wgsl, bind, empty, dispatch, params};
@@ -20,7 +20,8 @@ pub struct Params {
     pub kv_heads: u32,
     pub splits: u32,
     pub scale: f32,
-    pub _pad: [u32; 3],
+    pub dynamic: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Keys per split.
@@ -44,7 +45,30 @@ pub fn attention_decode(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Result<Tens
 /// # Shapes
 /// - `q`: `[1, Hq, D]`; `k`, `v`: `[capacity, Hkv, D]` with `1 ≤ len ≤ capacity`.
 pub fn attention_decode_prefix(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: usize) -> Result<Tensor<2>, KernelError> {
+    attention_decode_launch(q, k, v, Len::Host(len))
+}
+
+/// [`attention_decode_prefix`] with the length read on the device, `pos[0] + 1` (a decode
+/// step replayed from a graph, whose query is at position `pos[0]`). The work is laid out for
+/// the whole capacity; the caller keeps the length within it.
+///
+/// # Shapes
+/// - `q`: `[1, Hq, D]`; `k`, `v`: `[capacity, Hkv, D]`; `pos`: `[1]`.
+pub fn attention_decode_at(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, pos: &Tensor<1, Int>) -> Result<Tensor<2>, KernelError> {
+    attention_decode_launch(q, k, v, Len::Device(pos))
+}
+
+enum Len<'a> {
+    Host(usize),
+    Device(&'a Tensor<1, Int>),
+}
+
+fn attention_decode_launch(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: Len<'_>) -> Result<Tensor<2>, KernelError> {
     let (t, _, _, _, capacity) = check("attention_decode", &q, &k, &v)?;
+    let (len, pos) = match len {
+        Len::Host(len) => (len, None),
+        Len::Device(pos) => (capacity, Some(pos.clone())),
+    };
     if len == 0 || len > capacity {
         return Err(KernelError::Shape {
             kernel: "attention_decode",
@@ -58,13 +82,23 @@ pub fn attention_decode_prefix(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: us
         });
     }
     if !uses_wgsl(&q.device()) {
+        // The reference reads a device length back: only tests run a device step here.
+        let len = match &pos {
+            None => len,
+            Some(pos) => pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().expect("ints")[0] as usize + 1,
+        };
         return Ok(reference(q, k.narrow(0, 0, len), v.narrow(0, 0, len)));
     }
+    let dynamic = pos.is_some();
+    // An eager launch binds an unread placeholder for the position.
+    let pos = pos.unwrap_or_else(|| Tensor::<1, Int>::empty([1], &q.device()));
     Ok(float(Dispatch::attention_decode(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
+        pos.into_dispatch(),
         len as u32,
+        dynamic,
     )))
 }
 
@@ -74,13 +108,14 @@ pub fn reference(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<2> {
     super::attention_prefill::reference(q, k, v, past)
 }
 
-pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, len: u32) -> CubeTensor {
+pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, pos: CubeTensor, len: u32, dynamic: bool) -> CubeTensor {
     let (hq, d) = (q.meta.shape()[1], q.meta.shape()[2]);
     let hkv = k.meta.shape()[1];
     let splits = (len as usize).div_ceil(CHUNK);
     let (q, qb) = bind(q);
     let (_k, kb) = bind(k);
     let (_v, vb) = bind(v);
+    let (_pos, pb) = bind(pos);
     let partials = empty(&q, [hq, splits, d + 2], DType::F32);
     let out = empty(&q, [1, hq * d], DType::F32);
     let p = Params {
@@ -89,7 +124,8 @@ pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, len: u32) -> C
         kv_heads: hkv as u32,
         splits: splits as u32,
         scale: 1.0 / (d as f32).sqrt(),
-        _pad: [0; 3],
+        dynamic: dynamic as u32,
+        _pad: [0; 2],
     };
     for (phase, count) in [
         (1, cubecl::CubeCount::Static(hq as u32, splits as u32, 1)),
@@ -111,6 +147,7 @@ pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, len: u32) -> C
                 vb.clone(),
                 partials.handle.clone().binding(),
                 out.handle.clone().binding(),
+                pb.clone(),
             ],
             params(&p),
         );
@@ -140,5 +177,21 @@ mod tests {
             let (e, _) = diff(o, r);
             assert!(e < 1e-5, "len{len} Hq{hq} Hkv{hkv} D{d}: {e}");
         }
+    }
+
+    #[test]
+    fn length_read_on_the_device_covers_the_prefix() {
+        let Some(device) = gpu() else { return };
+        // A cache of 700 rows of which the first 300 (position 299) are valid: three splits of
+        // the grid's three past the length.
+        let (capacity, len, hq, hkv, d) = (700, 300, 4, 2, 32);
+        let q = random(1, [1, hq, d], 1.0, &device);
+        let k = random(2, [capacity, hkv, d], 1.0, &device);
+        let v = random(3, [capacity, hkv, d], 1.0, &device);
+        let pos = crate::kernels::testing::ints(&[len as i32 - 1], &device);
+        let o = attention_decode_at(q.clone(), k.clone(), v.clone(), &pos).unwrap();
+        let r = reference(q, k.narrow(0, 0, len), v.narrow(0, 0, len));
+        let (e, _) = diff(o, r);
+        assert!(e < 1e-5, "{len} of {capacity}: {e}");
     }
 }

@@ -6,7 +6,7 @@ use burn::backend::Dispatch;
 use burn::backend::wgpu::CubeTensor;
 use burn::tensor::{DType, Tensor};
 
-use super::launch::{Wgsl, bind, empty, dispatch, params};
+use super::launch::{Wgsl, bind, dims, empty, dispatch, params};
 use super::lightning_prefill::check;
 use super::{Kernels, float, uses_wgsl};
 use crate::error::KernelError;
@@ -54,12 +54,54 @@ pub fn lightning_decode(
     Ok((float(o), float(s)))
 }
 
+/// [`lightning_decode`] updating `state` in place (on wgpu; a decode step replayed from a graph
+/// keeps its state in the buffers it was recorded with) and writing the state as it was into
+/// `backup`, so that the step can be undone by taking `backup` as the state. Returns `o`
+/// `[1, H * D]`. On other backends the tensors are replaced, with the same values.
+pub fn lightning_decode_in_place(
+    qkv: Tensor<2>,
+    state: &mut Tensor<3>,
+    backup: &mut Tensor<3>,
+    rates: &Tensor<1>,
+) -> Result<Tensor<2>, KernelError> {
+    let (t, _, _) = check("lightning_decode", &qkv, state, rates)?;
+    if t != 1 || backup.dims() != state.dims() {
+        return Err(KernelError::Shape {
+            kernel: "lightning_decode",
+            reason: format!("decode takes one token, got {t}; backup {:?}", backup.dims()),
+        });
+    }
+    if !uses_wgsl(&qkv.device()) {
+        let (o, next) = reference(qkv, state.clone(), rates);
+        *backup = std::mem::replace(state, next);
+        return Ok(o);
+    }
+    Ok(float(Dispatch::lightning_decode_in_place(
+        qkv.into_dispatch(),
+        state.clone().into_dispatch(),
+        backup.clone().into_dispatch(),
+        rates.clone().into_dispatch(),
+    )))
+}
+
 /// The reference: the recurrence for one token.
 pub fn reference(qkv: Tensor<2>, state: Tensor<3>, rates: &Tensor<1>) -> (Tensor<2>, Tensor<3>) {
     super::lightning_prefill::reference(qkv, state, rates, 1)
 }
 
 pub(super) fn launch(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor) -> (CubeTensor, CubeTensor) {
+    let state_out = empty(&qkv, dims(&state), DType::F32);
+    let out = launch_into(qkv, state, rates, state_out.clone(), false);
+    (out, state_out)
+}
+
+/// In place: `state` is updated where it lies and `backup` receives it as it was.
+pub(super) fn launch_in_place(qkv: CubeTensor, state: CubeTensor, backup: CubeTensor, rates: CubeTensor) -> CubeTensor {
+    assert!(state.is_contiguous() && backup.is_contiguous(), "lightning_decode writes whole states in place");
+    launch_into(qkv, state, rates, backup, true)
+}
+
+fn launch_into(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor, state_out: CubeTensor, in_place: bool) -> CubeTensor {
     let shape = state.meta.shape();
     let (h, d) = (shape[0], shape[1]);
     let cols = COLS.min(d.next_power_of_two());
@@ -68,7 +110,6 @@ pub(super) fn launch(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor) -> (
     let (_state, sb) = bind(state);
     let (_rates, rb) = bind(rates);
     let out = empty(&qkv, [1, h * d], DType::F32);
-    let state_out = empty(&qkv, [h, d, d], DType::F32);
     let p = Params {
         heads: h as u32,
         col_tiles: col_tiles as u32,
@@ -78,7 +119,8 @@ pub(super) fn launch(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor) -> (
     let kernel = Wgsl::new("lightning_decode", include_str!("../../../shaders/lightning_decode.wgsl"))
         .with("head_dim", d)
         .with("cols", cols)
-        .with("rows", ROWS);
+        .with("rows", ROWS)
+        .with("in_place", in_place);
     dispatch(
         &qkv,
         kernel,
@@ -93,7 +135,7 @@ pub(super) fn launch(qkv: CubeTensor, state: CubeTensor, rates: CubeTensor) -> (
         ],
         params(&p),
     );
-    (out, state_out)
+    out
 }
 
 #[cfg(test)]
@@ -120,5 +162,25 @@ mod tests {
             let (es, _) = diff(s, ps);
             assert!(eo < 1e-3 && es < 1e-5, "decode vs prefill H{h} D{d}: o {eo} state {es}");
         }
+    }
+
+    #[test]
+    fn in_place_update_keeps_the_old_state_as_backup() {
+        let Some(device) = gpu() else { return };
+        let (h, d) = (3, 20);
+        let qkv = random(1, [1, 3 * h * d], 1.0, &device);
+        let old = random(2, [h, d, d], 1.0, &device);
+        let rates = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 0.5, 2.0], [h]), &device);
+        let (ro, rs) = reference(qkv.clone(), old.clone(), &rates);
+        // A copy, since the kernel writes the state's buffer.
+        let mut state = old.clone() + 0.0;
+        let mut backup = Tensor::<3>::zeros([h, d, d], &device);
+        let o = lightning_decode_in_place(qkv, &mut state, &mut backup, &rates).unwrap();
+        for (got, want, what) in [(state, rs, "state"), (backup, old, "backup")] {
+            let (e, _) = diff(got, want);
+            assert!(e < 1e-5, "{what}: {e}");
+        }
+        let (e, _) = diff(o, ro);
+        assert!(e < 1e-3, "o: {e}");
     }
 }

@@ -9,6 +9,8 @@
 pub mod argmax;
 pub mod attention_decode;
 pub mod attention_prefill;
+pub mod decode_step;
+pub mod kv_append;
 pub mod lightning_decode;
 pub mod lightning_prefill;
 pub mod moe_gather;
@@ -20,6 +22,7 @@ pub mod qgemv;
 pub mod rms_norm;
 pub mod rope;
 pub mod stream_read;
+pub mod graph;
 
 mod launch;
 #[cfg(test)]
@@ -61,6 +64,13 @@ pub trait Kernels: burn::backend::Backend {
         rates: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    fn lightning_decode_in_place(
+        qkv: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        backup: FloatTensor<Self>,
+        rates: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
     fn attention_prefill(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -72,8 +82,21 @@ pub trait Kernels: burn::backend::Backend {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        pos: IntTensor<Self>,
         len: u32,
+        dynamic: bool,
     ) -> FloatTensor<Self>;
+
+    fn kv_append(
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pos: IntTensor<Self>,
+        params: kv_append::Params,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    fn decode_step(chosen: IntTensor<Self>, ids: IntTensor<Self>, pos: IntTensor<Self>) -> IntTensor<Self>;
 
     fn moe_route(logits: FloatTensor<Self>, top_k: u32) -> (IntTensor<Self>, FloatTensor<Self>);
 
@@ -149,6 +172,7 @@ pub trait Kernels: burn::backend::Backend {
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+        pos: IntTensor<Self>,
         params: rope::Params,
     ) -> FloatTensor<Self>;
 }
@@ -180,6 +204,15 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         lightning_decode::launch(qkv, state, rates)
     }
 
+    fn lightning_decode_in_place(
+        qkv: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+        backup: FloatTensor<Self>,
+        rates: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        lightning_decode::launch_in_place(qkv, state, backup, rates)
+    }
+
     fn attention_prefill(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -193,9 +226,26 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        pos: IntTensor<Self>,
         len: u32,
+        dynamic: bool,
     ) -> FloatTensor<Self> {
-        attention_decode::launch(q, k, v, len)
+        attention_decode::launch(q, k, v, pos, len, dynamic)
+    }
+
+    fn kv_append(
+        k_cache: FloatTensor<Self>,
+        v_cache: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pos: IntTensor<Self>,
+        params: kv_append::Params,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        kv_append::launch(k_cache, v_cache, k, v, pos, params)
+    }
+
+    fn decode_step(chosen: IntTensor<Self>, ids: IntTensor<Self>, pos: IntTensor<Self>) -> IntTensor<Self> {
+        decode_step::launch(chosen, ids, pos)
     }
 
     fn moe_route(logits: FloatTensor<Self>, top_k: u32) -> (IntTensor<Self>, FloatTensor<Self>) {
@@ -284,9 +334,10 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         x: FloatTensor<Self>,
         cos: FloatTensor<Self>,
         sin: FloatTensor<Self>,
+        pos: IntTensor<Self>,
         params: rope::Params,
     ) -> FloatTensor<Self> {
-        rope::launch(x, cos, sin, params)
+        rope::launch(x, cos, sin, pos, params)
     }
 }
 

@@ -5,11 +5,14 @@ use burn::tensor::Tensor;
 
 use super::linear::Linear;
 use super::rope;
-use super::state::KvCache;
+use super::state::{DeviceStep, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, WeightsError};
-use crate::kernels::rope::rope;
-use crate::kernels::{attention_decode::attention_decode_prefix, attention_prefill::attention_prefill_prefix};
+use crate::kernels::rope::{rope, rope_at};
+use crate::kernels::{
+    attention_decode::{attention_decode_at, attention_decode_prefix},
+    attention_prefill::attention_prefill_prefix,
+};
 use crate::weights::{Loader, Names};
 
 #[derive(Debug, Clone)]
@@ -70,5 +73,24 @@ impl Attention {
             attention_prefill_prefix(q, k, v, cache.len())?
         };
         Ok(self.o.forward(o))
+    }
+
+    /// [`Self::forward`] for one token of a decode step whose position is read on the device
+    /// (a step replayed from a graph): RoPE from `step`'s tables, the KV rows appended in place
+    /// at that position, attention over the prefix it ends.
+    pub fn forward_at(&self, x: Tensor<2>, cache: &mut KvCache, step: &DeviceStep) -> Result<Tensor<2>, Error> {
+        let d = self.head_dim;
+        let (cos, sin, base) = step.rope.as_ref().expect("a device step of a model with softmax layers has RoPE tables");
+        let q = rope_at(self.q.forward(x.clone()).reshape([1, self.heads, d]), cos, sin, &step.pos, *base)?;
+        let k = rope_at(self.k.forward(x.clone()).reshape([1, self.kv_heads, d]), cos, sin, &step.pos, *base)?;
+        let v = self.v.forward(x).reshape([1, self.kv_heads, d]);
+        cache.append_at(k, v, &step.pos)?;
+        let (k, v) = cache.buffers();
+        Ok(self.o.forward(attention_decode_at(q, k, v, &step.pos)?))
+    }
+
+    /// The rotary dims and base of this layer's RoPE.
+    pub fn rotary(&self) -> (usize, f64) {
+        (self.rotary_dim, self.theta)
     }
 }

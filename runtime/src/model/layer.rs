@@ -11,7 +11,7 @@ use super::attention::Attention;
 use super::lightning::LightningAttention;
 use super::moe::{Expert, Moe};
 use super::moe_streamed::Streamed;
-use super::state::LayerState;
+use super::state::{DeviceStep, LayerState};
 use crate::config::{Ffn, LayerConfig, LayerKind, ModelConfig};
 use crate::error::{Error, WeightsError};
 use crate::weights::{Loader, Names};
@@ -85,6 +85,19 @@ impl Layer {
                 Ok(o)
             }
             (Mixer::Softmax(m), LayerState::Softmax(cache)) => m.forward(a, cache, position),
+            _ => unreachable!("State::new builds the states from the same layer kinds"),
+        }
+    }
+
+    /// [`Self::mix`] for one token of a decode step read on the device (see [`DeviceStep`]);
+    /// `index` is this layer's.
+    pub fn mix_at(&self, a: Tensor<2>, state: &mut LayerState, step: &mut DeviceStep, index: usize) -> Result<Tensor<2>, Error> {
+        match (&self.mixer, state) {
+            (Mixer::Lightning(m), LayerState::Lightning(s)) => {
+                let backup = step.backups[index].as_mut().expect("a device step has a backup per lightning layer");
+                m.forward_in_place(a, s, backup)
+            }
+            (Mixer::Softmax(m), LayerState::Softmax(cache)) => m.forward_at(a, cache, step),
             _ => unreachable!("State::new builds the states from the same layer kinds"),
         }
     }

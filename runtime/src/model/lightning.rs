@@ -12,7 +12,8 @@ use super::linear::Linear;
 use crate::config::{LIGHTNING_NORM_EPS, ModelConfig};
 use crate::error::{Error, WeightsError};
 use crate::kernels::qgemv::Epilogue;
-use crate::kernels::{lightning_decode::lightning_decode, lightning_prefill::lightning_prefill, rms_norm::rms_norm};
+use crate::kernels::lightning_decode::{lightning_decode, lightning_decode_in_place};
+use crate::kernels::{lightning_prefill::lightning_prefill, rms_norm::rms_norm};
 use crate::weights::{Loader, Names};
 
 #[derive(Debug, Clone)]
@@ -52,8 +53,21 @@ impl LightningAttention {
         } else {
             lightning_prefill(qkv, state, &self.rates, block)?
         };
+        Ok((self.finish(x, o)?, state))
+    }
+
+    /// One token, updating `state` in place and leaving the state as it was in `backup` (a
+    /// decode step replayed from a graph, see [`lightning_decode_in_place`]).
+    pub fn forward_in_place(&self, x: Tensor<2>, state: &mut Tensor<3>, backup: &mut Tensor<3>) -> Result<Tensor<2>, Error> {
+        let qkv = self.qkv.forward_with(x.clone(), Epilogue::Silu);
+        let o = lightning_decode_in_place(qkv, state, backup, &self.rates)?;
+        self.finish(x, o)
+    }
+
+    /// The norm over all heads, the sigmoid gate from the layer's input `x`, and out_proj.
+    fn finish(&self, x: Tensor<2>, o: Tensor<2>) -> Result<Tensor<2>, Error> {
         let (_, o) = rms_norm(o, None, &self.norm, LIGHTNING_NORM_EPS)?;
         let o = self.gate.forward_with(x, Epilogue::Gate(o));
-        Ok((self.out.forward(o), state))
+        Ok(self.out.forward(o))
     }
 }

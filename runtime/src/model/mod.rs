@@ -2,6 +2,7 @@
 //! pre-norm residuals with alpha/beta factors) → final norm → lm_head.
 
 pub mod attention;
+pub mod decode_graph;
 pub mod layer;
 pub mod lightning;
 pub mod linear;
@@ -25,6 +26,7 @@ use crate::error::{Error, RuntimeError, WeightsError};
 use crate::kernels::{rms_norm::rms_norm, uses_wgsl};
 use crate::weights::{Loader, Names, StoredDType, WeightSource};
 use layer::{FeedForward, Layer};
+use state::DeviceStep;
 use moe_streamed::Streamed;
 use linear::Linear;
 
@@ -342,7 +344,7 @@ impl Model {
             return Err(RuntimeError::TokenOutOfRange { id, vocab }.into());
         }
         self.check_context(state.position + tokens.len())?;
-        self.run(self.embed_tokens(tokens), state, logits).await
+        self.run(self.embed_tokens(tokens), state, logits, None).await
     }
 
     /// [`forward`](Self::forward) for one token whose id is still on the device, `[1]` (the
@@ -361,7 +363,7 @@ impl Model {
         }
         self.check_context(state.position + 1)?;
         let x = f32_rows(parts[0].clone().select(0, id));
-        Ok(Some(self.run(x, state, logits).await?))
+        Ok(Some(self.run(x, state, logits, None).await?))
     }
 
     /// Whether a state may grow to `needed` positions (the runtime's cap, if any).
@@ -385,7 +387,14 @@ impl Model {
     }
 
     /// The layers and the head over embedded tokens `x`, `[T, C]` f32.
-    async fn run(&self, mut x: Tensor<2>, state: &mut State, logits: Logits) -> Result<Tensor<2>, Error> {
+    /// With `device`, `x` is one token of a decode step whose position is read on the device.
+    async fn run(
+        &self,
+        mut x: Tensor<2>,
+        state: &mut State,
+        logits: Logits,
+        mut device: Option<&mut DeviceStep>,
+    ) -> Result<Tensor<2>, Error> {
         let t = x.dims()[0];
 
         // `x` is the residual stream; `pending` the branch output (and its weights) not yet
@@ -404,7 +413,10 @@ impl Model {
         for (i, layer) in self.layers.iter().enumerate() {
             let _span = tracing::debug_span!("layer", i).entered();
             let (h, a) = rms_norm(x, pending.take(), &layer.input_norm, eps)?;
-            let mixed = layer.mix(a.clone(), &mut state.layers[i], state.position, self.block)?;
+            let mixed = match device.as_deref_mut() {
+                Some(step) => layer.mix_at(a.clone(), &mut state.layers[i], step, i)?,
+                None => layer.mix(a.clone(), &mut state.layers[i], state.position, self.block)?,
+            };
             let residual = if post { a } else { h };
             let (h, b) = rms_norm(
                 residual,

@@ -2,9 +2,11 @@
 //! lightning layer (constant size, whatever the context length) and a KV cache per softmax
 //! layer.
 
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 
 use crate::config::{LayerKind, ModelConfig};
+use crate::error::KernelError;
+use crate::kernels::kv_append::kv_append;
 
 /// Growable KV cache of one softmax layer: `[capacity, Hkv, D]` buffers of which the first
 /// `len` rows are valid.
@@ -68,6 +70,45 @@ impl KvCache {
         self.len = needed;
     }
 
+    /// Gives the cache buffers of its own, of at least `capacity` positions, holding the valid
+    /// rows. A decode step replayed from a graph writes the buffers in place, so they must
+    /// hold every position it will reach and be shared with no other state (a clone of this
+    /// one kept by the prefix cache, say, shares them until either appends).
+    pub fn reserve_own(&mut self, capacity: usize) {
+        let [_, h, d] = self.k.dims();
+        let capacity = capacity.max(self.len).max(1);
+        let device = self.k.device();
+        let len = self.len;
+        let fresh = |old: &Tensor<3>| {
+            let fresh = Tensor::zeros([capacity, h, d], (&device, DType::F32));
+            if len == 0 { fresh } else { fresh.slice_assign([0..len], old.clone().narrow(0, 0, len)) }
+        };
+        self.k = fresh(&self.k);
+        self.v = fresh(&self.v);
+    }
+
+    /// Appends `T` positions at row `pos[0]`, read on the device (which is [`Self::len`]), in
+    /// place: the buffers must hold them (see [`Self::reserve_own`]).
+    pub fn append_at(&mut self, k: Tensor<3>, v: Tensor<3>, pos: &Tensor<1, Int>) -> Result<(), KernelError> {
+        let t = k.dims()[0];
+        let (kc, vc) = kv_append(self.k.clone(), self.v.clone(), k, v, pos)?;
+        (self.k, self.v) = (kc, vc);
+        self.len += t;
+        Ok(())
+    }
+
+    /// Counts `n` more valid positions, which a replayed step has written (see
+    /// [`Self::append_at`]).
+    pub fn grow_len(&mut self, n: usize) {
+        debug_assert!(self.len + n <= self.capacity());
+        self.len += n;
+    }
+
+    /// Positions the buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.k.dims()[0]
+    }
+
     /// Forgets every position from `len` on (a no-op if the cache is shorter). The rows stay
     /// in the buffers, dead, until an append writes over them.
     pub fn truncate(&mut self, len: usize) {
@@ -79,6 +120,21 @@ impl KvCache {
     pub fn buffers(&self) -> (Tensor<3>, Tensor<3>) {
         (self.k.clone(), self.v.clone())
     }
+}
+
+/// What a decode step replayed from a graph keeps on the device besides the [`State`] (see
+/// [`crate::model::decode_graph`]): the position, which RoPE, the KV append and attention read
+/// there; the RoPE tables of every position the steps reach; and, per lightning layer, the
+/// state before the last step, to undo a step run ahead.
+#[derive(Debug, Clone)]
+pub struct DeviceStep {
+    /// `[1]` i32: the position of the token the next step feeds.
+    pub pos: Tensor<1, Int>,
+    /// cos and sin `[N, rotary / 2]` of positions `base..base + N`, and `base`; `None` for a
+    /// model without softmax layers.
+    pub rope: Option<(Tensor<2>, Tensor<2>, usize)>,
+    /// Per layer: a lightning layer's state before the last step (`None` for softmax layers).
+    pub backups: Vec<Option<Tensor<3>>>,
 }
 
 /// The state of one layer.

@@ -1,0 +1,190 @@
+//! Greedy decode steps recorded once and replayed (wgpu): the host work of ~100 launches per
+//! token becomes one replay (see [`crate::kernels::graph`]).
+//!
+//! A replay runs the recorded kernels on the buffers they were recorded with, so a step here
+//! keeps everything that changes in place and reads everything that differs on the device:
+//! - the input id `[1]`, which each step overwrites with the token it chose ([`decode_step`]);
+//! - the position `[1]`, which RoPE, the KV append and attention read, and each step advances;
+//! - each lightning state, updated in place, its previous value kept as a backup;
+//! - each KV cache, in buffers of its own sized for every position the steps reach.
+//!
+//! The first step runs eagerly (the warm-up, which fills cubecl's pools with the memory the
+//! recording needs), the same step is then recorded without running, and every later step is a
+//! replay. The host keeps `State`'s position and KV lengths in step. On the CPU backend (and
+//! where recording is off) the same device steps run eagerly, which tests the step itself.
+
+use burn::tensor::{DType, Int, IntDType, Tensor, TensorData};
+
+use super::rope::tables;
+use super::state::{DeviceStep, LayerState, State};
+use super::{Logits, Model, f32_rows};
+use crate::config::LayerKind;
+use crate::error::Error;
+use crate::kernels::argmax::argmax;
+use crate::kernels::decode_step::decode_step;
+use crate::kernels::graph::{self, Recording};
+use crate::kernels::uses_wgsl;
+
+/// Greedy decode steps on the device from a given state (see the module docs).
+pub struct DecodeGraph {
+    /// `[1]` i32: the next step's input; each step leaves its choice here.
+    ids: Tensor<1, Int>,
+    step: DeviceStep,
+    /// Positions the KV caches and RoPE tables cover: steps may feed positions below it.
+    end: usize,
+    record: bool,
+    recording: Option<Recording>,
+    /// Whether the last step can be undone (its backups are the state before it).
+    undoable: bool,
+}
+
+impl std::fmt::Debug for DecodeGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeGraph").field("end", &self.end).field("recorded", &self.recording.is_some()).finish()
+    }
+}
+
+impl Model {
+    /// Whether greedy decode runs as recorded [`DecodeGraph`] steps: on wgpu, natively (in a
+    /// browser the launches are not yet recorded), with the embedding table in one block (its
+    /// lookup stays on the device) and no expert streaming (a miss is loaded by the host).
+    /// `MINIMAX_DECODE_GRAPH=0` turns it off.
+    pub fn decodes_on_device(&self) -> bool {
+        let one_block = self.embed.float_parts().is_some_and(|p| p.len() == 1);
+        let resident = self.experts.as_ref().is_none_or(|c| c.lock().expect("cache lock").all_resident());
+        let enabled = std::env::var("MINIMAX_DECODE_GRAPH").map_or(true, |v| v != "0");
+        cfg!(not(target_arch = "wasm32")) && uses_wgsl(&self.device) && one_block && resident && enabled
+    }
+
+    /// One greedy step of `graph`'s kind: feeds `ids`, leaves the token chosen in `ids` and
+    /// advances `step.pos`; the host advances `state.position` and the KV lengths.
+    async fn device_step(&self, ids: &mut Tensor<1, Int>, state: &mut State, step: &mut DeviceStep) -> Result<(), Error> {
+        let parts = self.embed.float_parts().expect("embeddings stay float");
+        let x = f32_rows(parts[0].clone().select(0, ids.clone()));
+        let logits = self.run(x, state, Logits::Last, Some(step)).await?;
+        let chosen = argmax(logits)?;
+        decode_step(&chosen, ids, &mut step.pos)?;
+        Ok(())
+    }
+}
+
+impl DecodeGraph {
+    /// Prepares up to `steps` steps from `state`, whose next input is `ids` (`[1]`, the
+    /// argmax of the last logits): the KV caches get buffers of their own for every position
+    /// the steps reach, each lightning state a copy of its own (a replay writes them in place,
+    /// and another state, such as a prefix-cache entry, may share them).
+    pub fn new(model: &Model, state: &mut State, ids: Tensor<1, Int>, steps: usize) -> Result<Self, Error> {
+        let device = ids.device();
+        let end = state.position + steps;
+        let mut backups = Vec::with_capacity(state.layers.len());
+        for layer in &mut state.layers {
+            match layer {
+                LayerState::Lightning(s) => {
+                    // A new buffer: the addition's input is still referenced, so it is not
+                    // reused in place.
+                    *s = s.clone().add_scalar(0.0);
+                    backups.push(Some(Tensor::zeros(s.dims(), (&device, DType::F32))));
+                }
+                LayerState::Softmax(cache) => {
+                    cache.reserve_own(end);
+                    backups.push(None);
+                }
+            }
+        }
+        let rope = model.layers.iter().zip(&model.config.layers).find_map(|(layer, kind)| match (&layer.mixer, kind.kind) {
+            (super::layer::Mixer::Softmax(attention), LayerKind::Softmax) => {
+                let (rotary, theta) = attention.rotary();
+                let (cos, sin) = tables(state.position, steps.max(1), rotary, theta, &device);
+                Some((cos, sin, state.position))
+            }
+            _ => None,
+        });
+        let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![state.position as i32], [1]), &device).cast(IntDType::I32);
+        Ok(Self {
+            ids: ids.cast(IntDType::I32) + 0,
+            step: DeviceStep { pos, rope, backups },
+            end,
+            record: uses_wgsl(&device),
+            recording: None,
+            undoable: false,
+        })
+    }
+
+    /// `[1]`: the token the last step chose (before any step, the one given to [`Self::new`]).
+    pub fn ids(&self) -> &Tensor<1, Int> {
+        &self.ids
+    }
+
+    /// Whether another step fits (it feeds position `state.position`).
+    pub fn can_step(&self, state: &State) -> bool {
+        state.position < self.end
+    }
+
+    /// Enqueues one step: feeds the token in [`Self::ids`] at `state.position` and leaves the
+    /// token it chooses there.
+    pub async fn step(&mut self, model: &Model, state: &mut State) -> Result<(), Error> {
+        debug_assert!(self.can_step(state));
+        match &self.recording {
+            Some(recording) => {
+                recording.replay()?;
+                state.position += 1;
+                for layer in &mut state.layers {
+                    if let LayerState::Softmax(cache) = layer {
+                        cache.grow_len(1);
+                    }
+                }
+            }
+            None if self.record => {
+                // The warm-up is this step; then the same step is recorded, not run, and the
+                // host's lengths are put back to where the warm-up left them.
+                graph::prepare(&self.ids)?;
+                model.device_step(&mut self.ids, state, &mut self.step).await?;
+                let lengths = lengths(state);
+                graph::start(&self.ids)?;
+                let recorded = model.device_step(&mut self.ids, state, &mut self.step).await;
+                let recording = graph::stop(&self.ids);
+                restore(state, lengths);
+                recorded?;
+                self.recording = Some(recording?);
+            }
+            None => model.device_step(&mut self.ids, state, &mut self.step).await?,
+        }
+        self.undoable = true;
+        Ok(())
+    }
+
+    /// Undoes the last step (once): each lightning state becomes its backup, and the position
+    /// and KV lengths go back by one. The graph is done after this.
+    pub fn undo(mut self, state: &mut State) {
+        assert!(self.undoable, "one step can be undone, after a step");
+        for (layer, backup) in state.layers.iter_mut().zip(self.step.backups.iter_mut()) {
+            match layer {
+                LayerState::Lightning(s) => *s = backup.take().expect("a backup per lightning layer"),
+                LayerState::Softmax(cache) => cache.truncate(cache.len() - 1),
+            }
+        }
+        state.position -= 1;
+    }
+}
+
+/// The host's position and KV lengths.
+fn lengths(state: &State) -> (usize, Vec<usize>) {
+    let kv = state
+        .layers
+        .iter()
+        .map(|l| match l {
+            LayerState::Softmax(cache) => cache.len(),
+            LayerState::Lightning(_) => 0,
+        })
+        .collect();
+    (state.position, kv)
+}
+
+fn restore(state: &mut State, (position, kv): (usize, Vec<usize>)) {
+    state.position = position;
+    for (layer, len) in state.layers.iter_mut().zip(kv) {
+        if let LayerState::Softmax(cache) = layer {
+            cache.truncate(len);
+        }
+    }
+}
