@@ -4,6 +4,7 @@ import { MiniMax } from './client.js';
 const $ = (id) => document.getElementById(id);
 const mm = new MiniMax();
 let running = null;
+let deviceLost = false;
 
 function showProgress(event) {
   if (event.total > 0) $('progress').value = event.percent;
@@ -66,10 +67,20 @@ async function generate() {
     text.data += `\n[error: ${e.message}]`;
   } finally {
     running = null;
-    $('generate').disabled = false;
+    $('generate').disabled = deviceLost;
     $('stop').disabled = true;
   }
 }
+
+// A lost GPU cannot be recovered in place: say so and offer to reload the page.
+mm.onDeviceLost = ({ message }) => {
+  deviceLost = true;
+  $('lost-message').textContent = `${message[0].toUpperCase()}${message.slice(1)}. Generation stopped.`;
+  $('device-lost').hidden = false;
+  $('generate').disabled = true;
+  $('load').disabled = true;
+};
+$('reload').onclick = () => location.reload();
 
 $('load').onclick = () => load(new URL($('url').value, location.href).href);
 $('folder').onchange = (e) => load(Array.from(e.target.files));

@@ -4,12 +4,22 @@
 //   await mm.load('../models/minimax-demo/', { onProgress });   // or an array of File objects
 //   const { tokens, text } = await mm.generate('Once upon a time', { maxTokens: 64 }, onToken);
 //   const logits = await mm.logits([1, 2, 3]);                    // Float32Array [T * vocab]
+//   mm.onDeviceLost = ({ reason, message }) => ...;                // the GPU device was lost
 export class MiniMax {
   constructor(workerUrl = new URL('./worker.js', import.meta.url)) {
     this.worker = new Worker(workerUrl, { type: 'module' });
     this.pending = new Map();
     this.nextId = 1;
+    /** Called with `{ reason, message }` when the GPU device is lost; the calls under way fail. */
+    this.onDeviceLost = null;
     this.worker.onmessage = ({ data }) => {
+      if (data.event === 'device-lost') {
+        // The work the runtime had queued may never finish: fail every call now.
+        for (const call of this.pending.values()) call.reject(new Error(data.data.message));
+        this.pending.clear();
+        this.onDeviceLost?.(data.data);
+        return;
+      }
       const call = this.pending.get(data.id);
       if (!call) return;
       if (data.event) {
@@ -57,6 +67,11 @@ export class MiniMax {
 
   info() {
     return this.call('info', []);
+  }
+
+  /** Destroys the runtime's GPU devices, as a driver reset would (for testing recovery). */
+  loseDevice() {
+    return this.call('loseDevice', []);
   }
 
   async free() {

@@ -2,11 +2,33 @@
 // generation run here; the page talks to it through `client.js`.
 import init, { Session } from './pkg/minimax_web.js';
 
+const post = (message, transfer = []) => self.postMessage(message, transfer);
+
+// A lost GPU device (a driver reset, the browser reclaiming the adapter, `loseDevice` below)
+// leaves the runtime unusable, and the work it had queued may never finish. Every device the
+// runtime asks for is watched: its loss is posted to the page at once, which fails the calls
+// under way rather than leaving them hanging, and every later call fails with the same error.
+const devices = [];
+let lost = null;
+let onLost;
+const lostPromise = new Promise((resolve) => (onLost = resolve));
+if (self.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await requestDevice.apply(this, args);
+    devices.push(device);
+    device.lost.then((info) => {
+      lost = `the GPU device was lost (${info.reason ?? 'unknown'}${info.message ? `: ${info.message}` : ''})`;
+      post({ id: 0, event: 'device-lost', data: { reason: info.reason ?? 'unknown', message: lost } });
+      onLost(lost);
+    });
+    return device;
+  };
+}
+
 const ready = init();
 let session = null;
 const cancelled = new Set();
-
-const post = (message, transfer = []) => self.postMessage(message, transfer);
 
 self.onmessage = async ({ data: { id, method, args } }) => {
   if (method === 'cancel') {
@@ -15,6 +37,7 @@ self.onmessage = async ({ data: { id, method, args } }) => {
   }
   try {
     await ready;
+    if (lost) throw new Error(lost);
     let result;
     let transfer = [];
     switch (method) {
@@ -51,6 +74,12 @@ self.onmessage = async ({ data: { id, method, args } }) => {
       case 'info':
         result = session ? session.info() : null;
         break;
+      case 'loseDevice':
+        // Destroys the runtime's devices, as a driver reset would lose them: for testing how
+        // the page copes.
+        for (const device of devices) device.destroy();
+        result = devices.length;
+        break;
       case 'free':
         if (session) session.free();
         session = null;
@@ -60,6 +89,9 @@ self.onmessage = async ({ data: { id, method, args } }) => {
     }
     post({ id, result }, transfer);
   } catch (error) {
-    post({ id, error: String(error?.message ?? error) });
+    // A failure caused by a lost device (a read-back the loss aborted, say) often arrives just
+    // before the loss itself: name the cause rather than its symptom.
+    const cause = lost ?? (await Promise.race([lostPromise, new Promise((resolve) => setTimeout(resolve, 100, null))]));
+    post({ id, error: cause ?? String(error?.message ?? error) });
   }
 };

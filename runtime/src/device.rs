@@ -160,6 +160,7 @@ impl Selected {
 }
 
 /// Launches per queue submission (see [`wgpu_device`]).
+#[cfg(not(target_arch = "wasm32"))]
 const DECODE_TASKS_PER_SUBMIT: usize = 16;
 
 /// The process-wide wgpu device: Burn registers one runtime per adapter selector, so it is

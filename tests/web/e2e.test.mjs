@@ -170,6 +170,21 @@ test('the demo page loads the embedded default model and streams its greedy stor
   const text = await page.textContent('#output');
   assert.match(text, /^Once upon a time, there was a little girl named Emma who loved playing/);
   assert.match(await page.textContent('#speed'), /tokens\/s/);
+
+  // A lost GPU device (provoked: the runtime's devices are destroyed, as a driver reset would
+  // lose them) fails the generation under way at once instead of leaving it hanging, and the
+  // page says so and offers to reload.
+  await page.fill('#max-tokens', '2000');
+  await page.click('#generate');
+  await page.waitForFunction(() => /tokens\/s/.test(document.getElementById('speed').textContent), null, { timeout: 60_000 });
+  assert.ok((await page.evaluate(() => window.minimax.loseDevice())) >= 1, 'the runtime holds a device');
+  await page.waitForSelector('#device-lost:not([hidden])', { timeout: 30_000 });
+  assert.match(await page.textContent('#lost-message'), /^The GPU device was lost \(destroyed/);
+  await page.waitForFunction(() => document.getElementById('stop').disabled, null, { timeout: 30_000 });
+  assert.match(await page.textContent('#output'), /\[error: the GPU device was lost/);
+  assert.equal(await page.isDisabled('#generate'), true, 'nothing more can run on a lost device');
+  await Promise.all([page.waitForEvent('load'), page.click('#reload')]);
+  assert.equal(await page.isHidden('#device-lost'), true, 'a reload starts afresh');
   await page.close();
 });
 

@@ -173,8 +173,6 @@ impl StoreExperts {
         }
         #[cfg(not(target_arch = "wasm32"))]
         let run = std::thread::available_parallelism().map_or(1, |n| n.get()).min(self.experts - expert);
-        #[cfg(target_arch = "wasm32")]
-        let run = 1;
         ready.clear();
         #[cfg(not(target_arch = "wasm32"))]
         let records: Vec<Result<Vec<u8>, WeightsError>> = std::thread::scope(|s| {

@@ -140,12 +140,24 @@ impl DecodeGraph {
                 graph::prepare(&self.ids)?;
                 model.device_step(&mut self.ids, state, &mut self.step).await?;
                 let lengths = lengths(state);
-                graph::start(&self.ids)?;
-                let recorded = model.device_step(&mut self.ids, state, &mut self.step).await;
-                let recording = graph::stop(&self.ids);
+                let recording = match graph::start(&self.ids) {
+                    Ok(()) => {
+                        let recorded = model.device_step(&mut self.ids, state, &mut self.step).await;
+                        let recording = graph::stop(&self.ids);
+                        recorded.and(recording.map_err(Error::from))
+                    }
+                    Err(e) => Err(e.into()),
+                };
                 restore(state, lengths);
-                recorded?;
-                self.recording = Some(recording?);
+                match recording {
+                    Ok(recording) => self.recording = Some(recording),
+                    // Nothing recorded has run: the warm-up was the step, and the steps go on
+                    // unrecorded (slower, same tokens).
+                    Err(e) => {
+                        tracing::warn!("decode steps are not recorded: {e}");
+                        self.record = false;
+                    }
+                }
             }
             None => model.device_step(&mut self.ids, state, &mut self.step).await?,
         }
