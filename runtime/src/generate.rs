@@ -244,7 +244,7 @@ pub async fn greedy_decode(
     let room = model.max_context.map_or(usize::MAX, |max| max.saturating_sub(state.position));
     let steps = (max_tokens - 1).min(room);
     if steps > 0 && model.decodes_on_device() {
-        return graph_decode(model, state, ids, max_tokens, steps, accept).await;
+        return graph_decode(model, state, ids, max_tokens, steps, GRAPH_SEGMENT, accept).await;
     }
     let mut read = start_read(ids.clone());
     for n in 0..max_tokens {
@@ -279,21 +279,39 @@ pub async fn greedy_decode(
     Ok(())
 }
 
-/// [`greedy_decode`] through a [`DecodeGraph`] of up to `steps` steps: the same pipeline (the
-/// step that feeds a token is enqueued before the token is read), each step a replay.
+/// Steps per recording of [`graph_decode`].
+const GRAPH_SEGMENT: usize = 1024;
+
+/// [`greedy_decode`] through [`DecodeGraph`]s of up to `steps` steps in all: the same pipeline
+/// (the step that feeds a token is enqueued before the token is read), each step a replay.
 async fn graph_decode(
     model: &Model,
     state: &mut State,
     ids: Tensor<1, Int>,
     max_tokens: usize,
     steps: usize,
+    segment_steps: usize,
     mut accept: impl FnMut(u32) -> bool,
 ) -> Result<(), Error> {
-    let mut graph = DecodeGraph::new(model, state, ids, steps)?;
+    // Each recording covers a segment of steps: its KV buffers and RoPE tables are sized for
+    // the segment, not for a `max_tokens` that may be far larger than what is generated.
+    let mut left = steps;
+    let segment = |left: &mut usize| {
+        let n = (*left).min(segment_steps);
+        *left -= n;
+        n
+    };
+    let first = segment(&mut left);
+    let mut graph = DecodeGraph::new(model, state, ids, first)?;
     // Read before the next step overwrites the id buffer: queue order keeps them apart.
     let mut read = start_read(graph.ids().clone());
     for n in 0..max_tokens {
         let last = n + 1 == max_tokens;
+        if !last && !graph.can_step(state) && left > 0 {
+            // The next segment starts from this one's input id (copied, after the read above).
+            let next = segment(&mut left);
+            graph = DecodeGraph::new(model, state, graph.ids().clone(), next)?;
+        }
         let ahead = !last && graph.can_step(state);
         if ahead {
             graph.step(model, state).await?;
@@ -360,4 +378,44 @@ async fn finish(read: Read) -> Result<Vec<usize>, Error> {
         let _ = device.poll(PollType::Wait { submission_index: Some(index), timeout: None });
     }
     read.values.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::BackendChoice;
+    use crate::engine::{Engine, RuntimeOptions};
+
+    #[test]
+    fn recordings_in_short_segments_decode_the_same_tokens() {
+        // Segments of 3 steps: the graph is recorded anew every 3 tokens, from the last one's
+        // input id, KV lengths and lightning states.
+        if crate::device::test_gpu_or_skip("recorded decode segments").is_none() {
+            return;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/minimax-7to1");
+        let options = RuntimeOptions { backend: BackendChoice::Gpu, ..Default::default() };
+        let engine = Engine::load_dir(&dir, &options).unwrap();
+        let model = &engine.model;
+        let prompt = [5u32, 17, 3, 44, 9];
+        let decode = |segment: usize| {
+            let mut state = engine.new_state();
+            let mut tokens = Vec::new();
+            pollster::block_on(async {
+                let logits = model.forward(&prompt, &mut state, Logits::Last).await.unwrap();
+                let ids = argmax(logits).unwrap();
+                graph_decode(model, &mut state, ids, 11, 10, segment, |id| {
+                    tokens.push(id);
+                    true
+                })
+                .await
+                .unwrap();
+            });
+            (tokens, state.position)
+        };
+        let whole = decode(GRAPH_SEGMENT);
+        assert_eq!(whole.1, prompt.len() + 10, "every token but the last is fed");
+        assert_eq!(decode(3), whole);
+        assert_eq!(decode(1), whole);
+    }
 }
