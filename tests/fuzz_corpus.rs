@@ -247,8 +247,10 @@ fn a_kv_cache_of_another_head_layout_is_refused() {
     text.push_str(&" ".repeat(text.len().next_multiple_of(8) - text.len()));
     let bad = [&(text.len() as u64).to_le_bytes()[..], text.as_bytes(), &good[8 + n..]].concat();
     let e = Conversation::load(model, &bad).err().expect("a cache of another layout must be refused").to_string();
-    let want = format!("layer {softmax}'s KV cache is not [{}, {}] per position", model.config.num_kv_heads, model.config.head_dim);
+    let want = format!("layers.{softmax}.k has shape [3, {}, 1]", model.config.num_kv_heads * model.config.head_dim);
     assert!(e.contains(&want), "{e}");
+    // `snapshot::load` itself refuses it, for every caller.
+    assert!(minimax_runtime::model::snapshot::load(model, &bad).is_err());
 }
 
 #[test]

@@ -105,12 +105,12 @@ pub fn load(model: &Model, bytes: &[u8]) -> Result<(State, String), Error> {
                     .ok_or_else(|| bad(format!("layer {i}'s state is missing")))?;
             }
             LayerState::Softmax(cache) => {
-                let k = tensor(format!("layers.{i}.k"), None)?;
-                let v = tensor(format!("layers.{i}.v"), None)?;
+                // The whole shape, not only the length: a cache of the right byte count in
+                // another head layout would load, and the next append would panic.
+                let want = [position, model.config.num_kv_heads, model.config.head_dim];
+                let k = tensor(format!("layers.{i}.k"), Some(&want))?;
+                let v = tensor(format!("layers.{i}.v"), Some(&want))?;
                 if let (Some(k), Some(v)) = (k, v) {
-                    if k.dims() != v.dims() || k.dims()[0] != position {
-                        return Err(bad(format!("layer {i}'s KV cache does not hold {position} positions")));
-                    }
                     *cache = KvCache::from_parts(k, v);
                 } else if position > 0 {
                     return Err(bad(format!("layer {i}'s KV cache is missing")));
