@@ -201,6 +201,26 @@ fn named_graphics_apis() {
     assert!(!ok && err.contains("vulkan, metal, dx12, gl"), "{err}");
 }
 
+/// A GPU lost in the middle of generating (provoked: `MINIMAX_LOSE_DEVICE_AFTER` destroys the
+/// wgpu device after that many tokens, as a driver reset would lose it) ends the command with
+/// one line that says what happened, not a hang or a panic.
+#[test]
+fn a_lost_gpu_ends_the_command_in_one_line() {
+    if minimax_runtime::device::test_gpu().is_none() {
+        return;
+    }
+    let out = Command::new(minimax_bin())
+        .args(["run", "--backend", "gpu", "--prompt", "Once upon a time", "--max-tokens", "40", "--format", "ids"])
+        .env("MINIMAX_LOSE_DEVICE_AFTER", "3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let last = err.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or_default();
+    assert!(last.starts_with("error: the GPU device was lost"), "{err}");
+}
+
 /// Without a desktop session (no XDG_RUNTIME_DIR, as on a server or in CI), finding the GPU
 /// must print nothing: Mesa's device-select layer used to make libwayland print
 /// "error: XDG_RUNTIME_DIR is invalid …" twice per adapter enumeration.

@@ -178,6 +178,14 @@ pub fn wgpu_queue() -> Option<(burn::tensor::wgpu::wgpu::Device, burn::tensor::w
     QUEUE.get().cloned()
 }
 
+/// Destroys the process's wgpu device, as a driver reset would lose it: for tests of how a
+/// lost device is reported (`MINIMAX_LOSE_DEVICE_AFTER`, see the CLI's `run`). Returns
+/// whether there was one.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn lose_device() -> bool {
+    QUEUE.get().map(|(device, _)| device.destroy()).is_some()
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn wgpu_device(api: Option<GraphicsApi>) -> Result<(Device, AdapterSummary), RuntimeError> {
     WGPU.get_or_init(|| {

@@ -141,10 +141,19 @@ impl RuntimeError {
             .collect();
         let short = lines.join(": ");
         let lower = short.to_lowercase();
-        if lower.contains("device is poisoned") || lower.contains("device lost") || lower.contains("device was lost") {
+        // A staging buffer fails to map only when its device is gone: wgpu reports the loss
+        // itself once, through a callback, and often only after the read it broke.
+        let map_failed = lower.contains("could not be mapped") || lower.contains("async map a buffer");
+        if lower.contains("device is poisoned") || lower.contains("device lost") || lower.contains("device was lost") || map_failed {
             return Self::DeviceLost(short);
         }
         Self::Readback(short)
+    }
+
+    /// A read whose data came back but could not be turned into values: burn's lazy storage
+    /// materialises on first access, so a device lost meanwhile surfaces here.
+    pub fn readback_data(e: burn::tensor::DataError) -> Self {
+        Self::readback(e)
     }
 }
 
@@ -177,6 +186,8 @@ mod tests {
         assert!(matches!(RuntimeError::readback(oom), RuntimeError::DeviceMemory { bytes: 1048576, .. }));
         let past = RuntimeError::DeviceMemory { bytes: 3 << 30, binding_limit: Some(2 << 30) }.to_string();
         assert!(past.contains("3.00 GiB (more than its 2.00 GiB storage-binding limit)") && !past.contains('\n'), "{past}");
+        let unmapped = "Failed to access TensorData storage: failed to materialize bytes: An error happened during execution\nCaused by:\n  the staging buffer could not be mapped: Error occurred when trying to async map a buffer";
+        assert!(matches!(RuntimeError::readback(unmapped), RuntimeError::DeviceLost(_)));
         let poisoned = "The device is poisoned\nCaused by:\n  illegal address";
         assert!(matches!(RuntimeError::readback(poisoned), RuntimeError::DeviceLost(_)));
         let other = "An error happened during execution\nCaused by:\n  something\nBacktrace:\n   0: frames";

@@ -61,10 +61,7 @@ pub async fn read_logits(logits: Tensor<2>) -> Result<Vec<f32>, Error> {
         .into_data_async()
         .await
         .map_err(RuntimeError::readback)?;
-    Ok(data
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?)
+    Ok(data.try_into_vec_as::<f32>().map_err(RuntimeError::readback_data)?)
 }
 
 /// Feeds `tokens` through `state`, `chunk` tokens at a time (`None`: the model's default

@@ -135,9 +135,8 @@ pub(crate) async fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<u
         .into_data_async()
         .await
         .map_err(RuntimeError::readback)?
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .map_err(|e| RuntimeError::Readback(format!("{e:?}")))?;
+        .try_into_vec_as::<i64>()
+        .map_err(RuntimeError::readback_data)?;
     Ok(v.into_iter().map(|i| i as usize).collect())
 }
 
