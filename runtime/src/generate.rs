@@ -186,6 +186,9 @@ pub async fn generate_with(
         .await?;
         return Ok(Generated { tokens, stop });
     }
+    // Every token but the last is fed, within the context cap.
+    let room = model.max_context.map_or(usize::MAX, |max| max.saturating_sub(state.position));
+    let mut steps = FedSteps::new(model, (options.max_tokens - 1).min(room));
     loop {
         let id = sampler.sample(&read_logits(logits).await?, &history);
         if ends(id) {
@@ -208,7 +211,41 @@ pub async fn generate_with(
                 stop: StopReason::MaxTokens,
             });
         }
-        logits = model.forward(&[id], state, Logits::Last).await?;
+        logits = match steps.as_mut() {
+            Some(steps) => steps.feed(model, state, id).await?,
+            None => model.forward(&[id], state, Logits::Last).await?,
+        };
+    }
+}
+
+/// Sampled decoding's steps as recorded [`DecodeGraph`]s, in segments: the host writes each
+/// sampled id into the recording's input and reads its logits back.
+struct FedSteps {
+    graph: Option<DecodeGraph>,
+    /// Steps not yet covered by a segment.
+    left: usize,
+    /// Steps per segment.
+    segment: usize,
+}
+
+impl FedSteps {
+    /// For up to `steps` fed tokens, where the model decodes on the device.
+    fn new(model: &Model, steps: usize) -> Option<Self> {
+        (steps > 0 && model.decodes_on_device()).then_some(Self { graph: None, left: steps, segment: GRAPH_SEGMENT })
+    }
+
+    async fn feed(&mut self, model: &Model, state: &mut State, id: u32) -> Result<Tensor<2>, Error> {
+        if !self.graph.as_ref().is_some_and(|g| g.can_step(state)) {
+            if self.left == 0 {
+                // Only the context cap ends the segments early: feeding is refused there.
+                return model.forward(&[id], state, Logits::Last).await;
+            }
+            let n = self.left.min(self.segment);
+            self.left -= n;
+            let ids = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![id as i32], [1]), &model.device);
+            self.graph = Some(DecodeGraph::new(model, state, ids, n)?);
+        }
+        self.graph.as_mut().expect("a segment").feed(model, state, id).await
     }
 }
 
@@ -414,5 +451,44 @@ mod tests {
         assert_eq!(whole.1, prompt.len() + 10, "every token but the last is fed");
         assert_eq!(decode(3), whole);
         assert_eq!(decode(1), whole);
+    }
+
+    #[test]
+    fn sampled_steps_through_recordings_match_launched_steps() {
+        // The host writes each sampled id into the recording's input and reads the replay's
+        // logits: the same tokens and logits as feeding each id with a fresh forward pass.
+        if crate::device::test_gpu_or_skip("recorded sampled decode").is_none() {
+            return;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/minimax-7to1");
+        let options = RuntimeOptions { backend: BackendChoice::Gpu, ..Default::default() };
+        let engine = Engine::load_dir(&dir, &options).unwrap();
+        let model = &engine.model;
+        let params = SamplingParams { temperature: 1.5, top_p: 0.95, seed: 7, ..Default::default() };
+        let run = |recorded: bool| {
+            let mut state = engine.new_state();
+            let mut sampler = Sampler::new(params.clone());
+            // Segments of 5 steps: a new recording twice on the way.
+            let mut steps = recorded.then(|| FedSteps { graph: None, left: 12, segment: 5 });
+            let (mut tokens, mut rows) = (Vec::new(), Vec::new());
+            pollster::block_on(async {
+                let mut logits = model.forward(&[5, 17, 3], &mut state, Logits::Last).await.unwrap();
+                for _ in 0..12 {
+                    let row = read_logits(logits).await.unwrap();
+                    let id = sampler.sample(&row, &tokens);
+                    tokens.push(id);
+                    rows.push(row);
+                    logits = match steps.as_mut() {
+                        Some(steps) => steps.feed(model, &mut state, id).await.unwrap(),
+                        None => model.forward(&[id], &mut state, Logits::Last).await.unwrap(),
+                    };
+                }
+            });
+            (tokens, rows.concat(), state.position)
+        };
+        let (launched, recorded) = (run(false), run(true));
+        assert_eq!((&recorded.0, recorded.2), (&launched.0, launched.2));
+        let err = recorded.1.iter().zip(&launched.1).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 1e-4, "logits differ by {err}");
     }
 }

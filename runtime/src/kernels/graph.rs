@@ -33,12 +33,29 @@ impl std::fmt::Debug for ClientCall {
 #[backend_extension(Cube)]
 pub trait ClientOps: burn::backend::Backend {
     fn with_client(t: IntTensor<Self>, call: ClientCall) -> IntTensor<Self>;
+    fn write_in_place(t: IntTensor<Self>, bytes: Vec<u8>) -> IntTensor<Self>;
 }
 
 impl ClientOps for burn::backend::wgpu::CubeBackend {
     fn with_client(t: IntTensor<Self>, call: ClientCall) -> IntTensor<Self> {
         (call.0)(&t.client);
         t
+    }
+
+    fn write_in_place(t: IntTensor<Self>, bytes: Vec<u8>) -> IntTensor<Self> {
+        assert_eq!(bytes.len() as u64, t.handle.size_in_used(), "a write covers the whole tensor");
+        t.client.write(&t.handle, cubecl::bytes::Bytes::from_bytes_vec(bytes));
+        t
+    }
+}
+
+/// Writes `values` into `t` (`[n]` i32 on wgpu) in place, between replays: a recording reads
+/// its inputs from the buffers it was recorded with. Elsewhere `t` is replaced.
+pub fn write_ints(t: &mut Tensor<1, Int>, values: &[i32]) {
+    if crate::kernels::uses_wgsl(&t.device()) {
+        let _ = Dispatch::write_in_place(t.clone().into_dispatch(), bytemuck::cast_slice(values).to_vec());
+    } else {
+        *t = Tensor::from_data(burn::tensor::TensorData::new(values.to_vec(), [values.len()]), &t.device());
     }
 }
 

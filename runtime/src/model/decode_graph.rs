@@ -34,6 +34,8 @@ pub struct DecodeGraph {
     end: usize,
     record: bool,
     recording: Option<Recording>,
+    /// The recorded step's logits `[1, vocab]`, which every replay writes.
+    logits: Option<Tensor<2>>,
     /// Whether the last step can be undone (its backups are the state before it).
     undoable: bool,
 }
@@ -56,15 +58,16 @@ impl Model {
         cfg!(not(target_arch = "wasm32")) && uses_wgsl(&self.device) && one_block && resident && enabled
     }
 
-    /// One greedy step of `graph`'s kind: feeds `ids`, leaves the token chosen in `ids` and
-    /// advances `step.pos`; the host advances `state.position` and the KV lengths.
-    async fn device_step(&self, ids: &mut Tensor<1, Int>, state: &mut State, step: &mut DeviceStep) -> Result<(), Error> {
+    /// One step of a [`DecodeGraph`]: feeds `ids`, leaves the greedy choice in `ids` and
+    /// advances `step.pos`; the host advances `state.position` and the KV lengths. Returns the
+    /// step's logits `[1, vocab]`.
+    async fn device_step(&self, ids: &mut Tensor<1, Int>, state: &mut State, step: &mut DeviceStep) -> Result<Tensor<2>, Error> {
         let parts = self.embed.float_parts().expect("embeddings stay float");
         let x = f32_rows(parts[0].clone().select(0, ids.clone()));
         let logits = self.run(x, state, Logits::Last, Some(step)).await?;
-        let chosen = argmax(logits)?;
+        let chosen = argmax(logits.clone())?;
         decode_step(&chosen, ids, &mut step.pos)?;
-        Ok(())
+        Ok(logits)
     }
 }
 
@@ -106,6 +109,7 @@ impl DecodeGraph {
             end,
             record: uses_wgsl(&device),
             recording: None,
+            logits: None,
             undoable: false,
         })
     }
@@ -120,11 +124,18 @@ impl DecodeGraph {
         state.position < self.end
     }
 
+    /// Enqueues one step that feeds `id`, chosen on the host (sampled decoding), and returns
+    /// its logits `[1, vocab]`: read them before the next step, which writes the same buffer.
+    pub async fn feed(&mut self, model: &Model, state: &mut State, id: u32) -> Result<Tensor<2>, Error> {
+        crate::kernels::graph::write_ints(&mut self.ids, &[id as i32]);
+        self.step(model, state).await
+    }
+
     /// Enqueues one step: feeds the token in [`Self::ids`] at `state.position` and leaves the
-    /// token it chooses there.
-    pub async fn step(&mut self, model: &Model, state: &mut State) -> Result<(), Error> {
+    /// greedy choice there. Returns the step's logits `[1, vocab]` (see [`Self::feed`]).
+    pub async fn step(&mut self, model: &Model, state: &mut State) -> Result<Tensor<2>, Error> {
         debug_assert!(self.can_step(state));
-        match &self.recording {
+        let logits = match &self.recording {
             Some(recording) => {
                 recording.replay()?;
                 state.position += 1;
@@ -133,24 +144,28 @@ impl DecodeGraph {
                         cache.grow_len(1);
                     }
                 }
+                self.logits.clone().expect("a recording keeps its logits")
             }
             None if self.record => {
                 // The warm-up is this step; then the same step is recorded, not run, and the
                 // host's lengths are put back to where the warm-up left them.
                 graph::prepare(&self.ids)?;
-                model.device_step(&mut self.ids, state, &mut self.step).await?;
+                let logits = model.device_step(&mut self.ids, state, &mut self.step).await?;
                 let lengths = lengths(state);
                 let recording = match graph::start(&self.ids) {
                     Ok(()) => {
                         let recorded = model.device_step(&mut self.ids, state, &mut self.step).await;
                         let recording = graph::stop(&self.ids);
-                        recorded.and(recording.map_err(Error::from))
+                        recorded.and_then(|logits| Ok((recording?, logits)))
                     }
                     Err(e) => Err(e.into()),
                 };
                 restore(state, lengths);
                 match recording {
-                    Ok(recording) => self.recording = Some(recording),
+                    Ok((recording, recorded_logits)) => {
+                        self.recording = Some(recording);
+                        self.logits = Some(recorded_logits);
+                    }
                     // Nothing recorded has run: the warm-up was the step, and the steps go on
                     // unrecorded (slower, same tokens).
                     Err(e) => {
@@ -158,11 +173,12 @@ impl DecodeGraph {
                         self.record = false;
                     }
                 }
+                logits
             }
             None => model.device_step(&mut self.ids, state, &mut self.step).await?,
-        }
+        };
         self.undoable = true;
-        Ok(())
+        Ok(logits)
     }
 
     /// Undoes the last step (once): each lightning state becomes its backup, and the position
