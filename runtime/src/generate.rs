@@ -420,16 +420,19 @@ mod tests {
     use crate::device::BackendChoice;
     use crate::engine::{Engine, RuntimeOptions};
 
+    /// The 7:1 fixture model on the GPU (`None`, loudly, without one: see `test_gpu_or_skip`).
+    fn fixture_on_gpu(what: &str) -> Option<Engine> {
+        crate::device::test_gpu_or_skip(what)?;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/minimax-7to1");
+        let options = RuntimeOptions { backend: BackendChoice::Gpu, ..Default::default() };
+        Some(Engine::load_dir(&dir, &options).unwrap())
+    }
+
     #[test]
     fn recordings_in_short_segments_decode_the_same_tokens() {
         // Segments of 3 steps: the graph is recorded anew every 3 tokens, from the last one's
         // input id, KV lengths and lightning states.
-        if crate::device::test_gpu_or_skip("recorded decode segments").is_none() {
-            return;
-        }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/minimax-7to1");
-        let options = RuntimeOptions { backend: BackendChoice::Gpu, ..Default::default() };
-        let engine = Engine::load_dir(&dir, &options).unwrap();
+        let Some(engine) = fixture_on_gpu("recorded decode segments") else { return };
         let model = &engine.model;
         let prompt = [5u32, 17, 3, 44, 9];
         let decode = |segment: usize| {
@@ -457,12 +460,7 @@ mod tests {
     fn sampled_steps_through_recordings_match_launched_steps() {
         // The host writes each sampled id into the recording's input and reads the replay's
         // logits: the same tokens and logits as feeding each id with a fresh forward pass.
-        if crate::device::test_gpu_or_skip("recorded sampled decode").is_none() {
-            return;
-        }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/minimax-7to1");
-        let options = RuntimeOptions { backend: BackendChoice::Gpu, ..Default::default() };
-        let engine = Engine::load_dir(&dir, &options).unwrap();
+        let Some(engine) = fixture_on_gpu("recorded sampled decode") else { return };
         let model = &engine.model;
         let params = SamplingParams { temperature: 1.5, top_p: 0.95, seed: 7, ..Default::default() };
         let run = |recorded: bool| {
