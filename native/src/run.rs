@@ -53,17 +53,20 @@ pub fn main(args: Args) -> Result<()> {
     let mut first_token = None;
     let mut out = std::io::stdout().lock();
     // For tests of a lost GPU: the device is destroyed after this many tokens, as a driver
-    // reset would lose it.
+    // reset would lose it. Called for each token.
     let lose_after: Option<usize> = std::env::var("MINIMAX_LOSE_DEVICE_AFTER").ok().and_then(|v| v.parse().ok());
     let mut count = 0;
+    let mut maybe_lose_device = || {
+        count += 1;
+        if lose_after == Some(count) {
+            minimax_runtime::device::lose_device();
+        }
+    };
     let generated = match args.format {
         Format::Ids => {
             let g = pollster::block_on(engine.generate_with(&mut state, &prompt, &options, &mut on_prefill, |_| {
                 first_token.get_or_insert_with(|| started.elapsed());
-                count += 1;
-                if lose_after == Some(count) {
-                    minimax_runtime::device::lose_device();
-                }
+                maybe_lose_device();
                 true
             }))?;
             let ids: Vec<String> = g.tokens.iter().map(u32::to_string).collect();
@@ -80,10 +83,7 @@ pub fn main(args: Args) -> Result<()> {
             }
             let g = pollster::block_on(engine.generate_with(&mut state, &prompt, &options, &mut on_prefill, |id| {
                 first_token.get_or_insert_with(|| started.elapsed());
-                count += 1;
-                if lose_after == Some(count) {
-                    minimax_runtime::device::lose_device();
-                }
+                maybe_lose_device();
                 let shown = stream
                     .push(id)
                     .map_err(|e| e.to_string())

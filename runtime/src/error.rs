@@ -150,11 +150,6 @@ impl RuntimeError {
         Self::Readback(short)
     }
 
-    /// A read whose data came back but could not be turned into values: burn's lazy storage
-    /// materialises on first access, so a device lost meanwhile surfaces here.
-    pub fn readback_data(e: burn::tensor::DataError) -> Self {
-        Self::readback(e)
-    }
 }
 
 /// `n` bytes for people: "3.00 GiB" (the CLI's byte counts too).

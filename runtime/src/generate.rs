@@ -61,7 +61,7 @@ pub async fn read_logits(logits: Tensor<2>) -> Result<Vec<f32>, Error> {
         .into_data_async()
         .await
         .map_err(RuntimeError::readback)?;
-    Ok(data.try_into_vec_as::<f32>().map_err(RuntimeError::readback_data)?)
+    Ok(data.try_into_vec_as::<f32>().map_err(RuntimeError::readback)?)
 }
 
 /// Feeds `tokens` through `state`, `chunk` tokens at a time (`None`: the model's default
@@ -187,8 +187,7 @@ pub async fn generate_with(
         return Ok(Generated { tokens, stop });
     }
     // Every token but the last is fed, within the context cap.
-    let room = model.max_context.map_or(usize::MAX, |max| max.saturating_sub(state.position));
-    let mut steps = FedSteps::new(model, (options.max_tokens - 1).min(room));
+    let mut steps = FedSteps::new(model, (options.max_tokens - 1).min(model.room(state.position)));
     loop {
         let id = sampler.sample(&read_logits(logits).await?, &history);
         if ends(id) {
@@ -222,26 +221,21 @@ pub async fn generate_with(
 /// sampled id into the recording's input and reads its logits back.
 struct FedSteps {
     graph: Option<DecodeGraph>,
-    /// Steps not yet covered by a segment.
-    left: usize,
-    /// Steps per segment.
-    segment: usize,
+    segments: Segments,
 }
 
 impl FedSteps {
     /// For up to `steps` fed tokens, where the model decodes on the device.
     fn new(model: &Model, steps: usize) -> Option<Self> {
-        (steps > 0 && model.decodes_on_device()).then_some(Self { graph: None, left: steps, segment: GRAPH_SEGMENT })
+        (steps > 0 && model.decodes_on_device()).then(|| Self { graph: None, segments: Segments::new(steps, GRAPH_SEGMENT) })
     }
 
     async fn feed(&mut self, model: &Model, state: &mut State, id: u32) -> Result<Tensor<2>, Error> {
         if !self.graph.as_ref().is_some_and(|g| g.can_step(state)) {
-            if self.left == 0 {
+            let Some(n) = self.segments.next() else {
                 // Only the context cap ends the segments early: feeding is refused there.
                 return model.forward(&[id], state, Logits::Last).await;
-            }
-            let n = self.left.min(self.segment);
-            self.left -= n;
+            };
             let ids = Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![id as i32], [1]), &model.device);
             self.graph = Some(DecodeGraph::new(model, state, ids, n)?);
         }
@@ -275,8 +269,7 @@ pub async fn greedy_decode(
     }
     let mut ids = argmax(logits)?;
     // Steps the loop may feed: every token but the last, within the context cap.
-    let room = model.max_context.map_or(usize::MAX, |max| max.saturating_sub(state.position));
-    let steps = (max_tokens - 1).min(room);
+    let steps = (max_tokens - 1).min(model.room(state.position));
     if steps > 0 && model.decodes_on_device() {
         return graph_decode(model, state, ids, max_tokens, steps, GRAPH_SEGMENT, accept).await;
     }
@@ -313,8 +306,29 @@ pub async fn greedy_decode(
     Ok(())
 }
 
-/// Steps per recording of [`graph_decode`].
+/// Steps per recording of decode steps ([`DecodeGraph`]).
 const GRAPH_SEGMENT: usize = 1024;
+
+/// Steps to record, handed out a segment at a time: each recording's KV buffers and RoPE
+/// tables are sized for its segment, not for a `max_tokens` that may be far larger than what
+/// is generated.
+struct Segments {
+    left: usize,
+    size: usize,
+}
+
+impl Segments {
+    fn new(steps: usize, size: usize) -> Self {
+        Self { left: steps, size }
+    }
+
+    /// The next segment's steps, `None` once all are handed out.
+    fn next(&mut self) -> Option<usize> {
+        let n = self.left.min(self.size);
+        self.left -= n;
+        (n > 0).then_some(n)
+    }
+}
 
 /// [`greedy_decode`] through [`DecodeGraph`]s of up to `steps` steps in all: the same pipeline
 /// (the step that feeds a token is enqueued before the token is read), each step a replay.
@@ -327,24 +341,18 @@ async fn graph_decode(
     segment_steps: usize,
     mut accept: impl FnMut(u32) -> bool,
 ) -> Result<(), Error> {
-    // Each recording covers a segment of steps: its KV buffers and RoPE tables are sized for
-    // the segment, not for a `max_tokens` that may be far larger than what is generated.
-    let mut left = steps;
-    let segment = |left: &mut usize| {
-        let n = (*left).min(segment_steps);
-        *left -= n;
-        n
-    };
-    let first = segment(&mut left);
+    let mut segments = Segments::new(steps, segment_steps);
+    let first = segments.next().expect("at least one step");
     let mut graph = DecodeGraph::new(model, state, ids, first)?;
     // Read before the next step overwrites the id buffer: queue order keeps them apart.
     let mut read = start_read(graph.ids().clone());
     for n in 0..max_tokens {
         let last = n + 1 == max_tokens;
-        if !last && !graph.can_step(state) && left > 0 {
+        if !last && !graph.can_step(state) {
             // The next segment starts from this one's input id (copied, after the read above).
-            let next = segment(&mut left);
-            graph = DecodeGraph::new(model, state, graph.ids().clone(), next)?;
+            if let Some(next) = segments.next() {
+                graph = DecodeGraph::new(model, state, graph.ids().clone(), next)?;
+            }
         }
         let ahead = !last && graph.can_step(state);
         if ahead {
@@ -467,7 +475,7 @@ mod tests {
             let mut state = engine.new_state();
             let mut sampler = Sampler::new(params.clone());
             // Segments of 5 steps: a new recording twice on the way.
-            let mut steps = recorded.then(|| FedSteps { graph: None, left: 12, segment: 5 });
+            let mut steps = recorded.then(|| FedSteps { graph: None, segments: Segments::new(12, 5) });
             let (mut tokens, mut rows) = (Vec::new(), Vec::new());
             pollster::block_on(async {
                 let mut logits = model.forward(&[5, 17, 3], &mut state, Logits::Last).await.unwrap();

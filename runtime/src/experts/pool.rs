@@ -10,14 +10,14 @@ use burn::backend::Dispatch;
 use burn::backend::backend_extension;
 use burn::backend::tensor::IntTensor;
 use burn::tensor::{Device, Int, Tensor};
-use cubecl::bytes::Bytes;
 
+use crate::kernels::graph::ClientOps;
 use crate::kernels::uses_wgsl;
 
-/// Writes into a pool in place (wgpu only; the CPU path keeps decoded experts instead).
+/// Copies into a pool in place (wgpu only; the CPU path keeps decoded experts instead).
+/// Queue writes go through [`ClientOps::write_in_place`].
 #[backend_extension(Cube)]
 pub trait PoolOps: burn::backend::Backend {
-    fn pool_write(pool: IntTensor<Self>, byte_offset: u64, bytes: Vec<u8>) -> IntTensor<Self>;
     /// Submits cubecl's queued work, then hands `copy` the pool's wgpu buffer and the byte
     /// offset where the pool starts in it (cubecl may place a tensor inside a larger buffer).
     fn pool_raw(pool: IntTensor<Self>, copy: RawCopy) -> IntTensor<Self>;
@@ -36,19 +36,6 @@ impl std::fmt::Debug for RawCopy {
 }
 
 impl PoolOps for burn::backend::wgpu::CubeBackend {
-    fn pool_write(pool: IntTensor<Self>, byte_offset: u64, bytes: Vec<u8>) -> IntTensor<Self> {
-        let total = pool.handle.size_in_used();
-        let len = bytes.len() as u64;
-        assert!(byte_offset % 4 == 0 && len % 4 == 0 && byte_offset + len <= total, "pool write out of range");
-        let target = pool
-            .handle
-            .clone()
-            .offset_start(byte_offset)
-            .offset_end(total - byte_offset - len);
-        pool.client.write(&target, Bytes::from_bytes_vec(bytes));
-        pool
-    }
-
     fn pool_raw(pool: IntTensor<Self>, copy: RawCopy) -> IntTensor<Self> {
         use cubecl::wgpu::{AutoCompiler, WgpuServer};
         // Queue order is what makes the copy safe: kernels already queued that read the
@@ -95,10 +82,10 @@ impl Pool {
         let chunk = write_chunk();
         let base = (slot * slot_bytes) as u64;
         if bytes.len() <= chunk {
-            words = Dispatch::pool_write(words, base, bytes);
+            words = Dispatch::write_in_place(words, base, bytes);
         } else {
             for (i, piece) in bytes.chunks(chunk).enumerate() {
-                words = Dispatch::pool_write(words, base + (i * chunk) as u64, piece.to_vec());
+                words = Dispatch::write_in_place(words, base + (i * chunk) as u64, piece.to_vec());
             }
         }
         self.words = Tensor::from_dispatch(words);

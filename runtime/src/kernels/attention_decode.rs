@@ -8,7 +8,7 @@ use burn::tensor::{DType, Int, Tensor};
 
 use super::attention_prefill::check;
 use super::launch::{Wgsl, bind, empty, dispatch, params};
-use super::{Kernels, float, uses_wgsl};
+use super::{Kernels, float, no_position, position_on_host, uses_wgsl};
 use crate::error::KernelError;
 
 /// Mirrors `Params` in `shaders/attention_decode.wgsl`.
@@ -85,13 +85,12 @@ fn attention_decode_launch(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, len: Len<'_
         // The reference reads a device length back: only tests run a device step here.
         let len = match &pos {
             None => len,
-            Some(pos) => pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().expect("ints")[0] as usize + 1,
+            Some(pos) => position_on_host(pos) + 1,
         };
         return Ok(reference(q, k.narrow(0, 0, len), v.narrow(0, 0, len)));
     }
     let dynamic = pos.is_some();
-    // An eager launch binds an unread placeholder for the position.
-    let pos = pos.unwrap_or_else(|| Tensor::<1, Int>::empty([1], &q.device()));
+    let pos = pos.unwrap_or_else(|| no_position(&q.device()));
     Ok(float(Dispatch::attention_decode(
         q.into_dispatch(),
         k.into_dispatch(),

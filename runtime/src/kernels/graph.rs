@@ -33,7 +33,10 @@ impl std::fmt::Debug for ClientCall {
 #[backend_extension(Cube)]
 pub trait ClientOps: burn::backend::Backend {
     fn with_client(t: IntTensor<Self>, call: ClientCall) -> IntTensor<Self>;
-    fn write_in_place(t: IntTensor<Self>, bytes: Vec<u8>) -> IntTensor<Self>;
+    /// Writes `bytes` into `t` from byte `byte_offset` on, in place: a queue write, ordered
+    /// after the work already queued on `t` (the inputs of a recording between replays, an
+    /// expert record into its pool slot).
+    fn write_in_place(t: IntTensor<Self>, byte_offset: u64, bytes: Vec<u8>) -> IntTensor<Self>;
 }
 
 impl ClientOps for burn::backend::wgpu::CubeBackend {
@@ -42,9 +45,12 @@ impl ClientOps for burn::backend::wgpu::CubeBackend {
         t
     }
 
-    fn write_in_place(t: IntTensor<Self>, bytes: Vec<u8>) -> IntTensor<Self> {
-        assert_eq!(bytes.len() as u64, t.handle.size_in_used(), "a write covers the whole tensor");
-        t.client.write(&t.handle, cubecl::bytes::Bytes::from_bytes_vec(bytes));
+    fn write_in_place(t: IntTensor<Self>, byte_offset: u64, bytes: Vec<u8>) -> IntTensor<Self> {
+        let total = t.handle.size_in_used();
+        let len = bytes.len() as u64;
+        assert!(byte_offset % 4 == 0 && len % 4 == 0 && byte_offset + len <= total, "write out of range");
+        let target = t.handle.clone().offset_start(byte_offset).offset_end(total - byte_offset - len);
+        t.client.write(&target, cubecl::bytes::Bytes::from_bytes_vec(bytes));
         t
     }
 }
@@ -53,7 +59,8 @@ impl ClientOps for burn::backend::wgpu::CubeBackend {
 /// its inputs from the buffers it was recorded with. Elsewhere `t` is replaced.
 pub fn write_ints(t: &mut Tensor<1, Int>, values: &[i32]) {
     if crate::kernels::uses_wgsl(&t.device()) {
-        let _ = Dispatch::write_in_place(t.clone().into_dispatch(), bytemuck::cast_slice(values).to_vec());
+        assert_eq!(t.dims(), [values.len()], "a write covers the whole tensor");
+        let _ = Dispatch::write_in_place(t.clone().into_dispatch(), 0, bytemuck::cast_slice(values).to_vec());
     } else {
         *t = Tensor::from_data(burn::tensor::TensorData::new(values.to_vec(), [values.len()]), &t.device());
     }
@@ -121,12 +128,13 @@ mod tests {
     /// Host time per launch, eager against replayed, over a chain of 1000 trivial launches
     /// (`cargo test --release -p minimax-runtime --lib -- --ignored --nocapture launch_cost`).
     /// On lavapipe both are bound by the CPU running the kernels; a discrete GPU shows the host
-    /// work a replay saves.
+    /// work a replay saves. The recorded output, which recording itself never computes, must
+    /// hold the recorded input's sum after the replays.
     #[test]
     #[ignore]
     fn launch_cost_eager_and_replayed() {
         let Some(device) = gpu() else { return };
-        let data = Tensor::<1>::zeros([64], &device);
+        let data = Tensor::<1>::ones([64], &device);
         let like = Tensor::<1, Int>::zeros([1], &device);
         let n = 1000;
         let chain = |data: &Tensor<1>| (0..n).map(|_| stream_read(data, 16).unwrap()).last().unwrap();
@@ -144,13 +152,17 @@ mod tests {
         time(&mut || chain(&data));
         prepare(&like).unwrap();
         let _ = chain(&data);
+        // The recorded launches read other values than the warm-up's, whose outputs the
+        // recording's may reuse: only a replay puts their sum into `out`.
+        let twos = Tensor::<1>::ones([64], &device) * 2.0;
         start(&like).unwrap();
-        let out = chain(&data);
+        let out = chain(&twos);
         let recording = stop(&like).unwrap();
         eprintln!("replayed:");
         time(&mut || {
             recording.replay().unwrap();
             out.clone()
         });
+        assert_eq!(out.sum().into_scalar::<f32>(), 128.0, "the replays ran the recorded launches");
     }
 }

@@ -8,7 +8,7 @@ use burn::backend::wgpu::CubeTensor;
 use burn::tensor::{DType, Int, IntDType, Tensor};
 
 use super::launch::{Wgsl, bind, dispatch, grid, params};
-use super::{Kernels, float, uses_wgsl};
+use super::{Kernels, float, position_on_host, uses_wgsl};
 use crate::error::KernelError;
 
 /// Mirrors `Params` in `shaders/kv_append.wgsl`.
@@ -68,7 +68,7 @@ pub fn kv_append(
 
 /// The reference: a slice assignment at the position read back (also the CPU path).
 pub fn reference(k_cache: Tensor<3>, v_cache: Tensor<3>, k: Tensor<3>, v: Tensor<3>, pos: &Tensor<1, Int>) -> (Tensor<3>, Tensor<3>) {
-    let at = pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().expect("ints")[0] as usize;
+    let at = position_on_host(pos);
     let rows = at..at + k.dims()[0];
     (k_cache.slice_assign([rows.clone()], k), v_cache.slice_assign([rows], v))
 }

@@ -40,6 +40,18 @@ pub fn uses_wgsl(device: &Device) -> bool {
     matches!(device.as_dispatch(), DispatchDevice::Cube(_))
 }
 
+/// A step's position `[1]` kept on the device (a decode step replayed from a graph), read back:
+/// the references of the kernels that take one do so, which only tests exercise.
+pub(crate) fn position_on_host(pos: &Tensor<1, Int>) -> usize {
+    pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().expect("an int position")[0] as usize
+}
+
+/// The unread position a kernel that can take one on the device binds when given it by the
+/// host instead.
+pub(crate) fn no_position(device: &Device) -> Tensor<1, Int> {
+    Tensor::empty([1], device)
+}
+
 /// The model-level ops that have a WGSL implementation. Called only on cubecl (wgpu) devices;
 /// see each module for the math and shapes.
 #[backend_extension(Cube)]

@@ -6,7 +6,7 @@ use burn::backend::wgpu::CubeTensor;
 use burn::tensor::{DType, Int, Tensor};
 
 use super::launch::{Wgsl, bind, dims, dispatch, empty, grid, params};
-use super::{Kernels, float, uses_wgsl};
+use super::{Kernels, float, no_position, position_on_host, uses_wgsl};
 use crate::error::KernelError;
 
 /// Mirrors `Params` in `shaders/rope.wgsl`.
@@ -65,7 +65,7 @@ fn rope_launch(
             None => crate::model::rope::apply(x, cos, sin),
             Some((pos, base)) => {
                 // The reference reads the position back: only tests run a device step here.
-                let row = pos.clone().into_data().convert::<i64>().try_to_vec::<i64>().expect("ints")[0] as usize - base;
+                let row = position_on_host(pos) - base;
                 crate::model::rope::apply(x, &cos.clone().narrow(0, row, t), &sin.clone().narrow(0, row, t))
             }
         });
@@ -79,9 +79,7 @@ fn rope_launch(
         base: at.map_or(0, |(_, base)| base as u32),
         _pad: [0; 2],
     };
-    // An eager launch binds an unread placeholder for the position.
-    let pos = at.map_or_else(|| Tensor::<1, Int>::empty([1], &x.device()), |(pos, _)| pos.clone());
-    let pos = pos.into_dispatch();
+    let pos = at.map_or_else(|| no_position(&x.device()), |(pos, _)| pos.clone()).into_dispatch();
     Ok(float(Dispatch::rope(x.into_dispatch(), cos.clone().into_dispatch(), sin.clone().into_dispatch(), pos, p)))
 }
 

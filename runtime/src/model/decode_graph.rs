@@ -1,5 +1,6 @@
-//! Greedy decode steps recorded once and replayed (wgpu): the host work of ~100 launches per
-//! token becomes one replay (see [`crate::kernels::graph`]).
+//! Decode steps recorded once and replayed (wgpu): the host work of ~100 launches per token
+//! becomes one replay (see [`crate::kernels::graph`]). Greedy decoding picks each next token on
+//! the device; sampled decoding writes the host's choice into the input ([`DecodeGraph::feed`]).
 //!
 //! A replay runs the recorded kernels on the buffers they were recorded with, so a step here
 //! keeps everything that changes in place and reads everything that differs on the device:
@@ -15,17 +16,17 @@
 
 use burn::tensor::{DType, Int, IntDType, Tensor, TensorData};
 
+use super::layer::Mixer;
 use super::rope::tables;
 use super::state::{DeviceStep, LayerState, State};
 use super::{Logits, Model, f32_rows};
-use crate::config::LayerKind;
 use crate::error::Error;
 use crate::kernels::argmax::argmax;
 use crate::kernels::decode_step::decode_step;
 use crate::kernels::graph::{self, Recording};
 use crate::kernels::uses_wgsl;
 
-/// Greedy decode steps on the device from a given state (see the module docs).
+/// Decode steps on the device from a given state (see the module docs).
 pub struct DecodeGraph {
     /// `[1]` i32: the next step's input; each step leaves its choice here.
     ids: Tensor<1, Int>,
@@ -94,13 +95,14 @@ impl DecodeGraph {
                 }
             }
         }
-        let rope = model.layers.iter().zip(&model.config.layers).find_map(|(layer, kind)| match (&layer.mixer, kind.kind) {
-            (super::layer::Mixer::Softmax(attention), LayerKind::Softmax) => {
+        // Every softmax layer rotates by the model's one RoPE: tables from the first.
+        let rope = model.layers.iter().find_map(|layer| match &layer.mixer {
+            Mixer::Softmax(attention) => {
                 let (rotary, theta) = attention.rotary();
                 let (cos, sin) = tables(state.position, steps.max(1), rotary, theta, &device);
                 Some((cos, sin, state.position))
             }
-            _ => None,
+            Mixer::Lightning(_) => None,
         });
         let pos = Tensor::<1, Int>::from_data(TensorData::new(vec![state.position as i32], [1]), &device).cast(IntDType::I32);
         Ok(Self {

@@ -371,6 +371,11 @@ impl Model {
         self.max_context.is_none_or(|max| needed <= max)
     }
 
+    /// How many more positions a state at `position` may be fed (the runtime's cap, if any).
+    pub fn room(&self, position: usize) -> usize {
+        self.max_context.map_or(usize::MAX, |max| max.saturating_sub(position))
+    }
+
     /// Whether a state may grow to `needed` positions; warns once past the trained length.
     pub fn check_context(&self, needed: usize) -> Result<(), Error> {
         // The trained length is information, not a wall: RoPE and the lightning decay extend

@@ -136,7 +136,7 @@ pub(crate) async fn read_ints<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<u
         .await
         .map_err(RuntimeError::readback)?
         .try_into_vec_as::<i64>()
-        .map_err(RuntimeError::readback_data)?;
+        .map_err(RuntimeError::readback)?;
     Ok(v.into_iter().map(|i| i as usize).collect())
 }
 

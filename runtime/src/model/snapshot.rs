@@ -18,7 +18,7 @@ pub const VERSION: &str = "1";
 async fn host(t: Tensor<3>) -> Result<(Vec<usize>, Vec<u8>), Error> {
     let shape = t.dims().to_vec();
     let data = t.into_data_async().await.map_err(RuntimeError::readback)?;
-    let values = data.try_into_vec_as::<f32>().map_err(RuntimeError::readback_data)?;
+    let values = data.try_into_vec_as::<f32>().map_err(RuntimeError::readback)?;
     Ok((shape, bytemuck::cast_slice(&values).to_vec()))
 }
 

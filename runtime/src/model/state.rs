@@ -49,19 +49,11 @@ impl KvCache {
     /// Appends `T` positions. Capacity doubles when full, so appends are amortised O(T).
     /// [`Self::valid`] (a copy, unless the length is aligned) or [`Self::buffers`] then read it.
     pub fn append(&mut self, k: Tensor<3>, v: Tensor<3>) {
-        let [t, h, d] = k.dims();
+        let t = k.dims()[0];
         let needed = self.len + t;
         let capacity = self.k.dims()[0];
         if needed > capacity {
-            let grown = needed.max(2 * capacity).max(64);
-            let device = k.device();
-            let grow = |old: Tensor<3>, len: usize| {
-                let fresh = Tensor::zeros([grown, h, d], (&device, DType::F32));
-                if len == 0 { fresh } else { fresh.slice_assign([0..len], old.narrow(0, 0, len)) }
-            };
-            let len = self.len;
-            self.k.inplace(|old| grow(old, len));
-            self.v.inplace(|old| grow(old, len));
+            self.move_to_new_buffers(needed.max(2 * capacity).max(64));
         }
         // `inplace` hands over the only reference, so the assignment can reuse the buffer.
         let range = self.len..needed;
@@ -75,16 +67,19 @@ impl KvCache {
     /// hold every position it will reach and be shared with no other state (a clone of this
     /// one kept by the prefix cache, say, shares them until either appends).
     pub fn reserve_own(&mut self, capacity: usize) {
+        self.move_to_new_buffers(capacity.max(self.len).max(1));
+    }
+
+    /// Moves K and V into new zeroed buffers of `capacity` positions, the valid rows copied.
+    fn move_to_new_buffers(&mut self, capacity: usize) {
         let [_, h, d] = self.k.dims();
-        let capacity = capacity.max(self.len).max(1);
-        let device = self.k.device();
-        let len = self.len;
-        let fresh = |old: &Tensor<3>| {
+        let (device, len) = (self.k.device(), self.len);
+        let moved = |old: Tensor<3>| {
             let fresh = Tensor::zeros([capacity, h, d], (&device, DType::F32));
-            if len == 0 { fresh } else { fresh.slice_assign([0..len], old.clone().narrow(0, 0, len)) }
+            if len == 0 { fresh } else { fresh.slice_assign([0..len], old.narrow(0, 0, len)) }
         };
-        self.k = fresh(&self.k);
-        self.v = fresh(&self.v);
+        self.k.inplace(moved);
+        self.v.inplace(moved);
     }
 
     /// Appends `T` positions at row `pos[0]`, read on the device (which is [`Self::len`]), in
