@@ -77,6 +77,17 @@ pub async fn prefill(
     prefill_with(model, state, tokens, chunk, mode, &mut |_| {}).await
 }
 
+/// The chunk `tokens` are fed in (`chunk`, or the model's default), refused before any work
+/// if the model cannot take it, as an empty prompt is.
+fn prefill_chunk(model: &Model, tokens: &[u32], chunk: Option<usize>) -> Result<usize, Error> {
+    if tokens.is_empty() {
+        return Err(RuntimeError::EmptyInput.into());
+    }
+    let chunk = chunk.unwrap_or(model.prefill_chunk).max(1);
+    model.check_chunk(chunk.min(tokens.len()))?;
+    Ok(chunk)
+}
+
 /// [`prefill`], calling `progress(tokens fed)` after each chunk has been enqueued.
 pub async fn prefill_with(
     model: &Model,
@@ -86,11 +97,7 @@ pub async fn prefill_with(
     mode: Logits,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Tensor<2>, Error> {
-    if tokens.is_empty() {
-        return Err(RuntimeError::EmptyInput.into());
-    }
-    let chunk = chunk.unwrap_or(model.prefill_chunk).max(1);
-    model.check_chunk(chunk.min(tokens.len()))?;
+    let chunk = prefill_chunk(model, tokens, chunk)?;
     let start = state.position;
     let mut outputs = Vec::new();
     let pieces: Vec<&[u32]> = tokens.chunks(chunk).collect();
@@ -124,11 +131,7 @@ pub async fn prefill_logits(
     tokens: &[u32],
     chunk: Option<usize>,
 ) -> Result<Vec<f32>, Error> {
-    if tokens.is_empty() {
-        return Err(RuntimeError::EmptyInput.into());
-    }
-    let chunk = chunk.unwrap_or(model.prefill_chunk).max(1);
-    model.check_chunk(chunk.min(tokens.len()))?;
+    let chunk = prefill_chunk(model, tokens, chunk)?;
     let mut out = Vec::with_capacity(tokens.len() * model.config.vocab_size);
     for piece in tokens.chunks(chunk) {
         out.extend(read_logits(model.forward(piece, state, Logits::All).await?).await?);
