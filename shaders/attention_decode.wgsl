@@ -1,11 +1,16 @@
 // attention_decode: one query per head over a KV cache of `len` positions, split-K.
 //
-// Phase 1: workgroup (head, split) scores CHUNK keys, and writes its partial softmax:
-//   m_s = max_j s_j,  l_s = Σ_j e^(s_j - m_s),  acc_s = Σ_j e^(s_j - m_s) v_j.
+// Phase 1: workgroup (head, split) walks its keys CHUNK at a time with an online softmax and
+// writes its partial: m_s = max_j s_j, l_s = Σ_j e^(s_j - m_s), acc_s = Σ_j e^(s_j - m_s) v_j.
 // Phase 2: workgroup (head) merges the splits:
 //   M = max_s m_s,  o = Σ_s e^(m_s - M) acc_s / Σ_s e^(m_s - M) l_s.
 // Splitting the keys keeps the GPU busy on long caches, where one workgroup per head would
-// leave most of it idle.
+// leave most of it idle; a split takes several chunks when the cache is long, so that the
+// partials stay small (the launcher caps the splits).
+//
+// A chunk's scores take KPT = WG / CHUNK threads per key, each a strided share of the dot
+// product (a thread looping over all of D alone made every score a chain of D loads); its
+// values, one thread per dimension, loop over CHUNK keys only.
 //
 // In a step replayed from a graph (dynamic = 1) the length is read on the device, pos[0] + 1,
 // and the grid covers the cache's capacity: splits past the length write an empty partial
@@ -18,7 +23,7 @@ struct Params {
     splits: u32,
     scale: f32,
     dynamic: u32,
-    _pad1: u32,
+    split_chunks: u32,
     _pad2: u32,
 }
 
@@ -33,35 +38,13 @@ struct Params {
 const D: u32 = {{ head_dim }}u;
 const CHUNK: u32 = {{ chunk }}u;
 const WG: u32 = {{ workgroup }}u;
+const KPT: u32 = WG / CHUNK;
+// Output dimensions per thread: D ≤ 2 · WG.
 const PHASE: u32 = {{ phase }}u;
 const NEG: f32 = -3.0e38;
 
 var<workgroup> scores: array<f32, CHUNK>;
 var<workgroup> red: array<f32, WG>;
-
-fn reduce_max(lid: u32) -> f32 {
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red[lid] = max(red[lid], red[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(lid: u32) -> f32 {
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -73,51 +56,67 @@ fn main(
     if PHASE == 1u {
         let split = wid.y;
         let hk = hq / (p.q_heads / p.kv_heads);
-        let start = split * CHUNK;
         var len = p.len;
         if p.dynamic != 0u {
             len = u32(pos[0]) + 1u;
         }
-        let n = select(0u, min(CHUNK, len - start), start < len);
-
-        var m_local = NEG;
-        for (var j = lid; j < CHUNK; j += WG) {
-            var s = NEG;
-            if j < n {
-                let kb = ((start + j) * p.kv_heads + hk) * D;
-                var dot = 0.0;
-                for (var dd = 0u; dd < D; dd++) {
+        let key = lid / KPT;
+        let part = lid % KPT;
+        var m = NEG;
+        var l = 0.0;
+        var acc0 = 0.0;
+        var acc1 = 0.0;
+        // The chunk count is uniform (barriers inside); keys past `len` are masked.
+        for (var c = 0u; c < p.split_chunks; c++) {
+            let start = (split * p.split_chunks + c) * CHUNK;
+            let n = select(0u, min(CHUNK, len - start), start < len);
+            var dot = 0.0;
+            if key < n {
+                let kb = ((start + key) * p.kv_heads + hk) * D;
+                for (var dd = part; dd < D; dd += KPT) {
                     dot += q[hq * D + dd] * k[kb + dd];
                 }
-                s = dot * p.scale;
             }
-            scores[j] = s;
-            m_local = max(m_local, s);
-        }
-        red[lid] = m_local;
-        workgroupBarrier();
-        let m = reduce_max(lid);
-
-        var l_local = 0.0;
-        for (var j = lid; j < CHUNK; j += WG) {
-            var e = 0.0;
-            if j < n {
-                e = exp(scores[j] - m);
+            red[lid] = dot;
+            workgroupBarrier();
+            if part == 0u {
+                var t = 0.0;
+                for (var i = 0u; i < KPT; i++) {
+                    t += red[lid + i];
+                }
+                scores[key] = select(NEG, t * p.scale, key < n);
             }
-            scores[j] = e;
-            l_local += e;
-        }
-        red[lid] = l_local;
-        workgroupBarrier();
-        let l = reduce_sum(lid);
-
-        let base = (hq * p.splits + split) * stride;
-        for (var dd = lid; dd < D; dd += WG) {
-            var a = 0.0;
+            workgroupBarrier();
+            var mc = m;
             for (var j = 0u; j < n; j++) {
-                a += scores[j] * v[((start + j) * p.kv_heads + hk) * D + dd];
+                mc = max(mc, scores[j]);
             }
-            partials[base + dd] = a;
+            // Rescale what came before to the new maximum (e^0 = 1 while nothing has).
+            let f = exp(m - mc);
+            l *= f;
+            acc0 *= f;
+            acc1 *= f;
+            for (var j = 0u; j < n; j++) {
+                let e = exp(scores[j] - mc);
+                l += e;
+                let vb = ((start + j) * p.kv_heads + hk) * D;
+                if lid < D {
+                    acc0 += e * v[vb + lid];
+                }
+                if lid + WG < D {
+                    acc1 += e * v[vb + lid + WG];
+                }
+            }
+            m = mc;
+            // Every thread is done with this chunk's scores before the next overwrites them.
+            workgroupBarrier();
+        }
+        let base = (hq * p.splits + split) * stride;
+        if lid < D {
+            partials[base + lid] = acc0;
+        }
+        if lid + WG < D {
+            partials[base + lid + WG] = acc1;
         }
         if lid == 0u {
             partials[base + D] = m;

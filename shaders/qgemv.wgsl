@@ -14,7 +14,11 @@
 //      the router-weighted sum of a token's experts fused into the down projection (no [P, N]
 //      intermediate, no separate multiply and sum);
 //   2 (silu): y[p] = silu(r_p), the activation of lightning attention's qkv projection;
-//   3 (gate): y[p] = sigmoid(r_p) ⊙ aux[p], lightning attention's output gate.
+//   3 (gate): y[p] = sigmoid(r_p) ⊙ aux[p], lightning attention's output gate;
+//   4 (normed gate): y[p] = sigmoid(r_p) ⊙ v_p / sqrt(Σ s_p / N + eps) where aux row p is
+//      [v_p | s_p] (N values, then norm_parts partial sums of squares): the gate over the
+//      RMSNorm of all heads, whose sums lightning_decode leaves in its output. The workgroup
+//      sums row p's partials together before its main loop.
 //
 // Bandwidth bound: N·K weights are read once per pair. A workgroup owns ROWS = 8 rows of one
 // output row of y; each thread walks units of 8 columns with stride WG, reads the input unit
@@ -35,8 +39,8 @@ struct Params {
     experts: u32,
     group: u32,
     accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
+    norm_parts: u32,
+    norm_eps: f32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<{{ x_elem }}>;       // [P / per, K] or [P, 2K] (SWIGLU) (row-major)
@@ -44,12 +48,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> table: array<i32>;          // [E] record word offset in pool, or -1
 @group(0) @binding(3) var<storage, read_write> pool: array<{{ pool_elem }}>; // [words] expert records (little-endian)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;              // [P / group, N] (row-major)
-@group(0) @binding(5) var<storage, read_write> aux: array<f32>;            // [P] router weights (1), [P, N] gated values (3), else unused
+@group(0) @binding(5) var<storage, read_write> aux: array<f32>;            // [P] router weights (1), [P, N] gated values (3), [P, N + norm_parts] (4), else unused
 @group(0) @binding(6) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
 const EPILOGUE: u32 = {{ epilogue }}u;
 const COMBINE: bool = EPILOGUE == 1u;
+const UNROLL: u32 = {{ unroll }}u;
 // Output rows per workgroup, held in two vec4 accumulators (written out rather than as an
 // array: drivers keep a dynamically indexed private array in slow local memory).
 const ROWS: u32 = 8u;
@@ -76,6 +81,27 @@ fn main(
     let halves = select(0u, p.cols / 16u, quantized);
     let units = select((p.cols + 7u) / 8u, 0u, quantized);
 
+    // Normed gate: 1 / rms of this output row's values from its partial sums (all threads).
+    var inv_rms = 1.0;
+    if EPILOGUE == 4u {
+        let base = min(out, max(outs, 1u) - 1u) * (p.rows + p.norm_parts) + p.rows;
+        var s = 0.0;
+        for (var j = lid; j < p.norm_parts; j += WG) {
+            s += aux[base + j];
+        }
+        partial[lid] = vec4<f32>(s, 0.0, 0.0, 0.0);
+        workgroupBarrier();
+        for (var h = WG / 2u; h > 0u; h >>= 1u) {
+            if lid < h {
+                partial[lid].x += partial[lid + h].x;
+            }
+            workgroupBarrier();
+        }
+        inv_rms = inverseSqrt(partial[0].x / f32(p.rows) + p.norm_eps);
+        // Every thread has read partial[0] before the reduction below reuses it.
+        workgroupBarrier();
+    }
+
     // Excess workgroups of the 2-D grid and pairs of absent experts read nothing, but still
     // reach the barriers below.
     var acc_a = vec4<f32>(0.0);
@@ -96,43 +122,40 @@ fn main(
         touched = true;
         let mw = record + p.offset_words;
         let xbase = (pair / p.per) * p.x_stride;
-        var a = vec4<f32>(0.0);
-        var b = vec4<f32>(0.0);
-        // Block formats walk half blocks (see `half_dot`), float formats units of 8.
-        for (var h = lid; h < halves; h += WG) {
-            let e0 = (h >> 1u) * 32u + (h & 1u) * HALF_STEP;
-            let xl = x_unit(xbase, e0, p.cols);
-            let xh = x_unit(xbase, e0 + HALF_GAP, p.cols);
-            let xs = dot(xl.lo + xl.hi + xh.lo + xh.hi, vec4<f32>(1.0));
-            a += vec4<f32>(
-                half_dot(mw, n0, h, xl, xh, xs),
-                half_dot(mw, min(n0 + 1u, last), h, xl, xh, xs),
-                half_dot(mw, min(n0 + 2u, last), h, xl, xh, xs),
-                half_dot(mw, min(n0 + 3u, last), h, xl, xh, xs),
-            );
-            b += vec4<f32>(
-                half_dot(mw, min(n0 + 4u, last), h, xl, xh, xs),
-                half_dot(mw, min(n0 + 5u, last), h, xl, xh, xs),
-                half_dot(mw, min(n0 + 6u, last), h, xl, xh, xs),
-                half_dot(mw, min(n0 + 7u, last), h, xl, xh, xs),
-            );
+        var acc = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
+        // Block formats walk half blocks (see `half_dot`), float formats units of 8. With
+        // UNROLL = 2 a thread takes two steps at once, so that the loads of both are in
+        // flight together: a decode matmul's time is its loads' latency more than their bytes.
+        var h = lid;
+        if UNROLL == 2u {
+            for (; h + WG < halves; h += 2u * WG) {
+                let r0 = half_step(mw, n0, last, xbase, h);
+                let r1 = half_step(mw, n0, last, xbase, h + WG);
+                acc.a += r0.a + r1.a;
+                acc.b += r0.b + r1.b;
+            }
         }
-        for (var u = lid; u < units; u += WG) {
-            let e0 = u * 8u;
-            let xv = x_unit(xbase, e0, p.cols);
-            a += vec4<f32>(
-                dot8(w_unit(mw, n0, e0, p.cols, p.row_bytes), xv),
-                dot8(w_unit(mw, min(n0 + 1u, last), e0, p.cols, p.row_bytes), xv),
-                dot8(w_unit(mw, min(n0 + 2u, last), e0, p.cols, p.row_bytes), xv),
-                dot8(w_unit(mw, min(n0 + 3u, last), e0, p.cols, p.row_bytes), xv),
-            );
-            b += vec4<f32>(
-                dot8(w_unit(mw, min(n0 + 4u, last), e0, p.cols, p.row_bytes), xv),
-                dot8(w_unit(mw, min(n0 + 5u, last), e0, p.cols, p.row_bytes), xv),
-                dot8(w_unit(mw, min(n0 + 6u, last), e0, p.cols, p.row_bytes), xv),
-                dot8(w_unit(mw, min(n0 + 7u, last), e0, p.cols, p.row_bytes), xv),
-            );
+        for (; h < halves; h += WG) {
+            let r = half_step(mw, n0, last, xbase, h);
+            acc.a += r.a;
+            acc.b += r.b;
         }
+        var u = lid;
+        if UNROLL == 2u {
+            for (; u + WG < units; u += 2u * WG) {
+                let r0 = unit_step(mw, n0, last, xbase, u);
+                let r1 = unit_step(mw, n0, last, xbase, u + WG);
+                acc.a += r0.a + r1.a;
+                acc.b += r0.b + r1.b;
+            }
+        }
+        for (; u < units; u += WG) {
+            let r = unit_step(mw, n0, last, xbase, u);
+            acc.a += r.a;
+            acc.b += r.b;
+        }
+        let a = acc.a;
+        let b = acc.b;
         var s = 1.0;
         if COMBINE {
             s = aux[pair];
@@ -155,8 +178,59 @@ fn main(
         if EPILOGUE == 3u {
             v = aux[i] / (1.0 + exp(-v));
         }
+        if EPILOGUE == 4u {
+            v = aux[out * (p.rows + p.norm_parts) + n0 + lid] * inv_rms / (1.0 + exp(-v));
+        }
         y[i] = v;
     }
+}
+
+// The dot products of rows n0 .. n0 + 8 (rows past `last` re-read it) with 8 inputs.
+struct Acc8 {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// Half block h of rows n0 .. n0 + 8 against its inputs (block formats).
+fn half_step(mw: u32, n0: u32, last: u32, xbase: u32, h: u32) -> Acc8 {
+    let e0 = (h >> 1u) * 32u + (h & 1u) * HALF_STEP;
+    let xl = x_unit(xbase, e0, p.cols);
+    let xh = x_unit(xbase, e0 + HALF_GAP, p.cols);
+    let xs = dot(xl.lo + xl.hi + xh.lo + xh.hi, vec4<f32>(1.0));
+    return Acc8(
+        vec4<f32>(
+            half_dot(mw, n0, h, xl, xh, xs),
+            half_dot(mw, min(n0 + 1u, last), h, xl, xh, xs),
+            half_dot(mw, min(n0 + 2u, last), h, xl, xh, xs),
+            half_dot(mw, min(n0 + 3u, last), h, xl, xh, xs),
+        ),
+        vec4<f32>(
+            half_dot(mw, min(n0 + 4u, last), h, xl, xh, xs),
+            half_dot(mw, min(n0 + 5u, last), h, xl, xh, xs),
+            half_dot(mw, min(n0 + 6u, last), h, xl, xh, xs),
+            half_dot(mw, min(n0 + 7u, last), h, xl, xh, xs),
+        ),
+    );
+}
+
+// Unit u (8 columns) of rows n0 .. n0 + 8 against its inputs (float formats).
+fn unit_step(mw: u32, n0: u32, last: u32, xbase: u32, u: u32) -> Acc8 {
+    let e0 = u * 8u;
+    let xv = x_unit(xbase, e0, p.cols);
+    return Acc8(
+        vec4<f32>(
+            dot8(w_unit(mw, n0, e0, p.cols, p.row_bytes), xv),
+            dot8(w_unit(mw, min(n0 + 1u, last), e0, p.cols, p.row_bytes), xv),
+            dot8(w_unit(mw, min(n0 + 2u, last), e0, p.cols, p.row_bytes), xv),
+            dot8(w_unit(mw, min(n0 + 3u, last), e0, p.cols, p.row_bytes), xv),
+        ),
+        vec4<f32>(
+            dot8(w_unit(mw, min(n0 + 4u, last), e0, p.cols, p.row_bytes), xv),
+            dot8(w_unit(mw, min(n0 + 5u, last), e0, p.cols, p.row_bytes), xv),
+            dot8(w_unit(mw, min(n0 + 6u, last), e0, p.cols, p.row_bytes), xv),
+            dot8(w_unit(mw, min(n0 + 7u, last), e0, p.cols, p.row_bytes), xv),
+        ),
+    );
 }
 
 fn dot8(w: Unit, x: Unit) -> f32 {

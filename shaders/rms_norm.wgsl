@@ -2,12 +2,17 @@
 // Fused with the residual combine of the layer before it: h = alpha * x + beta * branch
 // (has_branch = 1), or h = x (has_branch = 0). Both h and y are written, since a pre-norm
 // model keeps h as its residual stream while a post-norm model keeps y.
+//
+// With ROUTE, the MoE router follows in the same workgroup (decode: a handful of rows):
+// logits_e = y · router[e] for every expert e, then softmax, the top K (descending, lowest
+// index on ties, as moe_route) and their renormalised weights. Each was a launch of its own,
+// and the router's matmul, a few rows of weights, ran on a few workgroups anyway.
 
 struct Params {
     rows: u32,
     cols: u32,
     has_branch: u32,
-    _pad: u32,
+    experts: u32,
     alpha: f32,
     beta: f32,
     eps: f32,
@@ -19,9 +24,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> weight: array<f32>; // [cols]
 @group(0) @binding(3) var<storage, read_write> h: array<f32>;      // [rows, cols] out
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;      // [rows, cols] out
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(5) var<storage, read_write> router: array<f32>;  // [experts, cols] (ROUTE; else unread)
+@group(0) @binding(6) var<storage, read_write> ids: array<i32>;     // [rows, K] out (ROUTE)
+@group(0) @binding(7) var<storage, read_write> route_w: array<f32>; // [rows, K] out (ROUTE)
+@group(0) @binding(8) var<uniform> p: Params;
 
 const WG: u32 = {{ workgroup }}u;
+const ROUTE: bool = {{ route }};
 var<workgroup> partial: array<f32, WG>;
 
 // A decode-time norm is one row, one workgroup: its time is the latency of the loads each
@@ -115,4 +124,95 @@ fn main(
         let wb = vec4<f32>(weight_at(c + 4u * WG, cols), weight_at(c + 5u * WG, cols), weight_at(c + 6u * WG, cols), weight_at(c + 7u * WG, cols));
         put8(false, base, c, cols, wa * (ha * inv), wb * (hb * inv));
     }
+    if ROUTE {
+        route(row, cols, lid);
+    }
 }
+
+// The router (ROUTE): see the header.
+const K: u32 = {{ top_k }}u;
+// Threads per expert (a power of two dividing WG): WG / TPE experts' dot products at once.
+const TPE: u32 = {{ threads_per_expert }}u;
+const E_MAX: u32 = {{ experts }}u;
+var<workgroup> logits: array<f32, E_MAX>;
+
+fn route(row: u32, cols: u32, lid: u32) {
+    // y of this row was written by every thread above.
+    storageBarrier();
+    let base = row * p.cols;
+    let j = lid % TPE;
+    let per_round = WG / TPE;
+    for (var r = 0u; r * per_round < p.experts; r++) {
+        let e = r * per_round + lid / TPE;
+        var acc = vec4<f32>(0.0);
+        var acc2 = vec4<f32>(0.0);
+        if e < p.experts {
+            let w = e * p.cols;
+            // Eight loads in flight per thread: one workgroup reads the whole router, so its
+            // time is load latency unless many are outstanding.
+            var c = j;
+            for (; c + 7u * TPE < cols; c += 8u * TPE) {
+                let wa = vec4<f32>(router[w + c], router[w + c + TPE], router[w + c + 2u * TPE], router[w + c + 3u * TPE]);
+                let wb = vec4<f32>(router[w + c + 4u * TPE], router[w + c + 5u * TPE], router[w + c + 6u * TPE], router[w + c + 7u * TPE]);
+                let ya = vec4<f32>(y[base + c], y[base + c + TPE], y[base + c + 2u * TPE], y[base + c + 3u * TPE]);
+                let yb = vec4<f32>(y[base + c + 4u * TPE], y[base + c + 5u * TPE], y[base + c + 6u * TPE], y[base + c + 7u * TPE]);
+                acc += wa * ya;
+                acc2 += wb * yb;
+            }
+            for (; c < cols; c += TPE) {
+                acc.x += router[w + c] * y[base + c];
+            }
+        }
+        partial[lid] = dot(acc + acc2, vec4<f32>(1.0));
+        workgroupBarrier();
+        for (var s = TPE / 2u; s > 0u; s >>= 1u) {
+            if j < s {
+                partial[lid] += partial[lid + s];
+            }
+            workgroupBarrier();
+        }
+        if j == 0u && e < p.experts {
+            logits[e] = partial[lid];
+        }
+        workgroupBarrier();
+    }
+    if lid != 0u || row >= p.rows {
+        return;
+    }
+    var m = logits[0];
+    for (var e = 1u; e < p.experts; e++) {
+        m = max(m, logits[e]);
+    }
+    var z = 0.0;
+    for (var e = 0u; e < p.experts; e++) {
+        z += exp(logits[e] - m);
+    }
+    var chosen: array<u32, K>;
+    var probs: array<f32, K>;
+    var total = 0.0;
+    for (var k = 0u; k < K; k++) {
+        var best = 0u;
+        var best_logit = -3.0e38;
+        var found = false;
+        for (var e = 0u; e < p.experts; e++) {
+            var taken = false;
+            for (var i = 0u; i < k; i++) {
+                taken = taken || chosen[i] == e;
+            }
+            let l = logits[e];
+            if !taken && (!found || l > best_logit) {
+                best = e;
+                best_logit = l;
+                found = true;
+            }
+        }
+        chosen[k] = best;
+        probs[k] = exp(best_logit - m) / z;
+        total += probs[k];
+    }
+    for (var k = 0u; k < K; k++) {
+        ids[row * K + k] = i32(chosen[k]);
+        route_w[row * K + k] = probs[k] / total;
+    }
+}
+

@@ -73,6 +73,10 @@ pub struct StepProfile {
     /// The cost of one launch apart from its work: host seconds to enqueue one launch of a
     /// trivial kernel, and seconds per launch until a run of them has finished.
     pub launch: (f64, f64),
+    /// Seconds per recorded step when `steps` of them are enqueued back to back and only the
+    /// last token is read: the device's time per step with nothing on the host in its way.
+    /// `None` where steps are not recorded.
+    pub device_fed: Option<f64>,
 }
 
 /// One greedy decode step, unpipelined (the profile keeps host and device apart; `generate`
@@ -124,7 +128,31 @@ pub fn profile_decode(model: &Model, state: &mut State, steps: usize) -> Result<
     let timing = Profiler::start(true);
     run(state)?;
     let timed = pollster::block_on(timing.finish());
-    Ok(StepProfile { enqueue: median(enqueue), step: median(step), launches, timed, steps, launch: launch_cost(model)? })
+    let device_fed = if model.decodes_on_device() { Some(device_fed(model, state, token, steps)?) } else { None };
+    Ok(StepProfile { enqueue: median(enqueue), step: median(step), launches, timed, steps, launch: launch_cost(model)?, device_fed })
+}
+
+/// Seconds per recorded decode step, `steps` of them replayed back to back from `token`
+/// after one recorded (and one warm-up), then one read of the last token: what bounds a step
+/// when the host is out of the way. The state advances by `steps + 2` tokens.
+fn device_fed(model: &Model, state: &mut State, token: u32, steps: usize) -> Result<f64> {
+    use minimax_runtime::model::decode_graph::DecodeGraph;
+    let ids = Tensor::<1, Int>::from_data(TensorData::new(vec![token as i32], [1]), &model.device);
+    let mut graph = DecodeGraph::new(model, state, ids, steps + 2)?;
+    let read = |graph: &DecodeGraph| -> Result<()> {
+        pollster::block_on(graph.ids().clone().into_data_async()).map_err(|e| format!("{e:?}"))?;
+        Ok(())
+    };
+    // The warm-up and the recording, then the timed replays.
+    pollster::block_on(graph.step(model, state))?;
+    pollster::block_on(graph.step(model, state))?;
+    read(&graph)?;
+    let start = Instant::now();
+    for _ in 0..steps {
+        pollster::block_on(graph.step(model, state))?;
+    }
+    read(&graph)?;
+    Ok(start.elapsed().as_secs_f64() / steps as f64)
 }
 
 /// Host seconds to enqueue, and seconds until done, per launch of a trivial kernel (one
@@ -159,9 +187,9 @@ pub fn kernels(model: &Model, subgroups: bool) -> Result<Vec<KernelRow>> {
     ];
     let mut launches = Vec::new();
     for workgroup in [64, 128, 256] {
-        launches.push(Launch { workgroup, subgroups: false });
+        launches.push(Launch { workgroup, subgroups: false, unroll: None });
         if subgroups {
-            launches.push(Launch { workgroup, subgroups: true });
+            launches.push(Launch { workgroup, subgroups: true, unroll: None });
         }
     }
     let mut rows = Vec::new();
@@ -238,6 +266,14 @@ pub fn print_profile(p: &StepProfile) {
             String::new()
         }
     );
+    if let Some(fed) = p.device_fed {
+        println!(
+            "recorded decode step, {} enqueued back to back: {:.3} ms ({:.1} tokens/s): the device's time per step",
+            p.steps,
+            fed * 1e3,
+            1.0 / fed
+        );
+    }
     println!(
         "one launch of a trivial kernel: {:.1} µs to enqueue on the host, {:.1} µs until done (runs of 1000)",
         p.launch.0 * 1e6,

@@ -1,5 +1,6 @@
 //! `attention_decode`: one query per head over the whole KV cache, split-K. Each split
-//! computes a partial softmax over `CHUNK` keys; a second phase merges them. Its reference
+//! computes a partial softmax over its keys, `CHUNK` at a time; a second phase merges them.
+//! Its reference
 //! is the one-query case of [`attention_prefill::reference`](super::attention_prefill::reference).
 
 use burn::backend::Dispatch;
@@ -21,12 +22,18 @@ pub struct Params {
     pub splits: u32,
     pub scale: f32,
     pub dynamic: u32,
-    pub _pad: [u32; 2],
+    /// Chunks of `CHUNK` keys per split.
+    pub split_chunks: u32,
+    pub _pad: u32,
 }
 
-/// Keys per split.
-const CHUNK: usize = 256;
+/// Keys per step of a split (the shader's `scores`): small, so that each step's loops over
+/// keys are short, with `WORKGROUP / CHUNK` threads per key for the scores.
+const CHUNK: usize = 32;
 const WORKGROUP: usize = 128;
+/// At most this many splits per head (more chunks go to each split): enough workgroups to
+/// fill a large GPU with a few heads, and partials that stay small however long the cache.
+const MAX_SPLITS: usize = 64;
 
 /// Attention of one new query over all `len` cached positions (its own included).
 ///
@@ -110,7 +117,10 @@ pub fn reference(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<2> {
 pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, pos: CubeTensor, len: u32, dynamic: bool) -> CubeTensor {
     let (hq, d) = (q.meta.shape()[1], q.meta.shape()[2]);
     let hkv = k.meta.shape()[1];
-    let splits = (len as usize).div_ceil(CHUNK);
+    assert!(d <= 2 * WORKGROUP, "attention_decode takes heads of up to {} dimensions", 2 * WORKGROUP);
+    let chunks = (len as usize).div_ceil(CHUNK);
+    let split_chunks = chunks.div_ceil(MAX_SPLITS).max(1);
+    let splits = chunks.div_ceil(split_chunks);
     let (q, qb) = bind(q);
     let (_k, kb) = bind(k);
     let (_v, vb) = bind(v);
@@ -124,7 +134,8 @@ pub(super) fn launch(q: CubeTensor, k: CubeTensor, v: CubeTensor, pos: CubeTenso
         splits: splits as u32,
         scale: 1.0 / (d as f32).sqrt(),
         dynamic: dynamic as u32,
-        _pad: [0; 2],
+        split_chunks: split_chunks as u32,
+        _pad: 0,
     };
     for (phase, count) in [
         (1, cubecl::CubeCount::Static(hq as u32, splits as u32, 1)),
@@ -162,8 +173,10 @@ mod tests {
     #[test]
     fn kernel_matches_reference_with_splits() {
         let Some(device) = gpu() else { return };
-        // Cache lengths below, at and well beyond one split.
-        for (i, &(len, hq, hkv, d)) in [(1, 1, 1, 4), (37, 4, 2, 16), (256, 6, 3, 20), (1000, 8, 2, 128)]
+        // Cache lengths below, at and well beyond one chunk, splits of several chunks (past
+        // MAX_SPLITS chunks), and heads wider than the workgroup.
+        for (i, &(len, hq, hkv, d)) in
+            [(1, 1, 1, 4), (37, 4, 2, 16), (256, 6, 3, 20), (1000, 8, 2, 128), (4133, 2, 1, 64), (70, 2, 2, 200)]
             .iter()
             .enumerate()
         {
@@ -181,16 +194,17 @@ mod tests {
     #[test]
     fn length_read_on_the_device_covers_the_prefix() {
         let Some(device) = gpu() else { return };
-        // A cache of 700 rows of which the first 300 (position 299) are valid: three splits of
-        // the grid's three past the length.
-        let (capacity, len, hq, hkv, d) = (700, 300, 4, 2, 32);
-        let q = random(1, [1, hq, d], 1.0, &device);
-        let k = random(2, [capacity, hkv, d], 1.0, &device);
-        let v = random(3, [capacity, hkv, d], 1.0, &device);
-        let pos = crate::kernels::testing::ints(&[len as i32 - 1], &device);
-        let o = attention_decode_at(q.clone(), k.clone(), v.clone(), &pos).unwrap();
-        let r = reference(q, k.narrow(0, 0, len), v.narrow(0, 0, len));
-        let (e, _) = diff(o, r);
-        assert!(e < 1e-5, "{len} of {capacity}: {e}");
+        // A cache of 700 rows of which the first 300 (position 299) are valid: most splits of
+        // the grid lie past the length; and one of 5000 rows (splits of several chunks).
+        for (capacity, len, hq, hkv, d) in [(700, 300, 4, 2, 32), (5000, 2100, 2, 1, 64)] {
+            let q = random(1, [1, hq, d], 1.0, &device);
+            let k = random(2, [capacity, hkv, d], 1.0, &device);
+            let v = random(3, [capacity, hkv, d], 1.0, &device);
+            let pos = crate::kernels::testing::ints(&[len as i32 - 1], &device);
+            let o = attention_decode_at(q.clone(), k.clone(), v.clone(), &pos).unwrap();
+            let r = reference(q, k.narrow(0, 0, len), v.narrow(0, 0, len));
+            let (e, _) = diff(o, r);
+            assert!(e < 1e-5, "{len} of {capacity}: {e}");
+        }
     }
 }

@@ -63,6 +63,15 @@ pub trait Kernels: burn::backend::Backend {
         params: rms_norm::Params,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
+    fn rms_norm_route(
+        x: FloatTensor<Self>,
+        branch: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        router: FloatTensor<Self>,
+        params: rms_norm::Params,
+        top_k: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, IntTensor<Self>, FloatTensor<Self>);
+
     fn lightning_prefill(
         qkv: FloatTensor<Self>,
         state: FloatTensor<Self>,
@@ -74,6 +83,7 @@ pub trait Kernels: burn::backend::Backend {
         qkv: FloatTensor<Self>,
         state: FloatTensor<Self>,
         rates: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     fn lightning_decode_in_place(
@@ -81,6 +91,7 @@ pub trait Kernels: burn::backend::Backend {
         state: FloatTensor<Self>,
         backup: FloatTensor<Self>,
         rates: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
     fn attention_prefill(
@@ -199,6 +210,17 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         rms_norm::launch(x, branch, weight, params)
     }
 
+    fn rms_norm_route(
+        x: FloatTensor<Self>,
+        branch: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        router: FloatTensor<Self>,
+        params: rms_norm::Params,
+        top_k: u32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, IntTensor<Self>, FloatTensor<Self>) {
+        rms_norm::launch_route(x, branch, weight, router, params, top_k)
+    }
+
     fn lightning_prefill(
         qkv: FloatTensor<Self>,
         state: FloatTensor<Self>,
@@ -212,8 +234,9 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         qkv: FloatTensor<Self>,
         state: FloatTensor<Self>,
         rates: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        lightning_decode::launch(qkv, state, rates)
+        lightning_decode::launch(qkv, state, rates, norm)
     }
 
     fn lightning_decode_in_place(
@@ -221,8 +244,9 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         state: FloatTensor<Self>,
         backup: FloatTensor<Self>,
         rates: FloatTensor<Self>,
+        norm: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        lightning_decode::launch_in_place(qkv, state, backup, rates)
+        lightning_decode::launch_in_place(qkv, state, backup, rates, norm)
     }
 
     fn attention_prefill(

@@ -62,8 +62,10 @@ pub struct Params {
     pub group: u32,
     /// Whether the combine adds to `y` (a later pool) instead of overwriting it.
     pub accumulate: u32,
-    pub _pad0: u32,
-    pub _pad1: u32,
+    /// Partial sums after the values of each row of `aux` ([`Epilogue::NormGate`], else 0).
+    pub norm_parts: u32,
+    /// The norm's epsilon ([`Epilogue::NormGate`]).
+    pub norm_eps: f32,
 }
 
 /// The compiled variant of `qgemv` and `qgemm`: the block format, the input mode and how `x`
@@ -122,6 +124,20 @@ fn plain_converts() -> bool {
     *PLAIN.get_or_init(|| std::env::var("MINIMAX_QCONVERT").is_ok_and(|v| v == "1"))
 }
 
+/// Steps each thread of `qgemv` takes at once (shaders/qgemv.wgsl, `UNROLL`), unless a
+/// [`Launch`] says: 2 on discrete GPUs, so that twice the loads are in flight; 1 elsewhere,
+/// where the doubled code costs more than it gives (lavapipe compiles it five times slower).
+/// `MINIMAX_QGEMV_UNROLL=1|2` decides instead (to measure).
+fn default_unroll() -> u32 {
+    static UNROLL: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UNROLL.get_or_init(|| match std::env::var("MINIMAX_QGEMV_UNROLL").as_deref() {
+        Ok("1") => 1,
+        Ok("2") => 2,
+        _ if crate::device::is_discrete_gpu() => 2,
+        _ => 1,
+    })
+}
+
 /// Launch options of the decode kernel beyond the data variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Launch {
@@ -129,6 +145,8 @@ pub struct Launch {
     pub workgroup: u32,
     /// Reduce with subgroup operations (the adapter must have them).
     pub subgroups: bool,
+    /// Steps per thread at once, 1 or 2 (`None`: the adapter's default).
+    pub unroll: Option<u32>,
 }
 
 /// What the kernel does with each output value `r` before writing it (fused into the matmul
@@ -143,6 +161,11 @@ pub enum Epilogue {
     Silu,
     /// `y = sigmoid(r) ⊙ o` for `o` shaped as `y`: an output gate.
     Gate(Tensor<2>),
+    /// `y = sigmoid(r) ⊙ v / sqrt(Σ s / N + eps)`: an output gate over RMS-normalised values,
+    /// given unnormalised as `o = [v | s]` (`[T, N + P]`: the values ⊙ the norm's weight, then
+    /// `P` partial sums of their unweighted squares; see
+    /// [`lightning_decode`](super::lightning_decode)). The norm needs no launch of its own.
+    NormGate { o: Tensor<2>, eps: f32 },
 }
 
 impl Epilogue {
@@ -152,6 +175,7 @@ impl Epilogue {
             Epilogue::Combine(_) => 1,
             Epilogue::Silu => 2,
             Epilogue::Gate(_) => 3,
+            Epilogue::NormGate { .. } => 4,
         }
     }
 }
@@ -283,6 +307,11 @@ pub fn apply(y: Tensor<2>, epilogue: Epilogue) -> Tensor<2> {
         Epilogue::None => y,
         Epilogue::Silu => silu(y),
         Epilogue::Gate(o) => burn::tensor::activation::sigmoid(y) * o,
+        Epilogue::NormGate { o, eps } => {
+            let (n, width) = (y.dims()[1], o.dims()[1]);
+            let inv = (o.clone().narrow(1, n, width - n).sum_dim(1) / n as f32 + eps).sqrt().recip();
+            burn::tensor::activation::sigmoid(y) * o.narrow(1, 0, n) * inv
+        }
         Epilogue::Combine(_) => unreachable!("a combine sums pairs: see reference"),
     }
 }
@@ -352,7 +381,17 @@ pub fn run(
     {
         return Err(err(format!("gate values {:?} for {pairs} rows of {}", o.dims(), m.rows)));
     }
-    if y.is_some() && matches!(epilogue, Epilogue::Silu | Epilogue::Gate(_)) {
+    let norm_parts = match &epilogue {
+        Epilogue::NormGate { o, .. } => {
+            let [r, width] = o.dims();
+            if r != pairs || width <= m.rows {
+                return Err(err(format!("normed gate values {:?} for {pairs} rows of {}", o.dims(), m.rows)));
+            }
+            width - m.rows
+        }
+        _ => 0,
+    };
+    if y.is_some() && matches!(epilogue, Epilogue::Silu | Epilogue::Gate(_) | Epilogue::NormGate { .. }) {
         return Err(err("an elementwise epilogue writes a fresh y".into()));
     }
     if let Pool::Float(w) = pool
@@ -382,20 +421,24 @@ pub fn run(
         experts: experts as u32,
         group: group as u32,
         accumulate: accumulate as u32,
-        _pad0: 0,
-        _pad1: 0,
+        norm_parts: norm_parts as u32,
+        norm_eps: match &epilogue {
+            Epilogue::NormGate { eps, .. } => *eps,
+            _ => 0.0,
+        },
     };
     // 16-byte reads need 16-byte aligned rows. Records start on 256-byte slots (experts) or at
     // word 0 (linear layers), and matrices 16 bytes into a record.
     let vec_x = x_stride.is_multiple_of(4) && m.cols.is_multiple_of(4);
     let vec_pool = !m.dtype.is_quantized() && row_bytes.is_multiple_of(16) && m.offset.is_multiple_of(16);
     let variant = Variant { dtype: m.dtype, swiglu: mode == XMode::SwiGlu, vec_x, vec_pool };
-    let launch = launch.unwrap_or(Launch { workgroup: WORKGROUP, subgroups: crate::device::has_subgroups() });
+    let launch = launch.unwrap_or(Launch { workgroup: WORKGROUP, subgroups: crate::device::has_subgroups(), unroll: None });
     let code = epilogue.code();
     let y = y.unwrap_or_else(|| Tensor::empty([outs, m.rows], &device));
     let aux = match epilogue {
         Epilogue::Combine(w) => w.reshape([pairs]),
         Epilogue::Gate(o) => o.reshape([pairs * m.rows]),
+        Epilogue::NormGate { o, .. } => o.reshape([pairs * (m.rows + norm_parts)]),
         Epilogue::None | Epilogue::Silu => Tensor::empty([1], &device),
     };
     let ids = ids.cast(IntDType::I32).into_dispatch();
@@ -562,7 +605,8 @@ pub(super) fn launch(
         concat!(include_str!("../../../shaders/qblock.wgsl"), include_str!("../../../shaders/qgemv.wgsl")),
     )
     .with("workgroup", launch.workgroup)
-    .with("epilogue", epilogue);
+    .with("epilogue", epilogue)
+    .with("unroll", launch.unroll.unwrap_or_else(default_unroll));
     // Where a half block's two input units start (shaders/qgemv.wgsl, `half_dot`).
     let (half_step, half_gap) = if variant.dtype == StoredDType::Q8_0 { (16, 8) } else { (8, 16) };
     let kernel = kernel.with("half_step", half_step).with("half_gap", half_gap);

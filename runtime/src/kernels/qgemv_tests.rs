@@ -10,10 +10,10 @@ pub const FORMATS: [StoredDType; 4] = [StoredDType::F32, StoredDType::F16, Store
 fn launches() -> Vec<Option<Launch>> {
     let mut v = vec![None];
     for workgroup in [32, 256] {
-        v.push(Some(Launch { workgroup, subgroups: false }));
+        v.push(Some(Launch { workgroup, subgroups: false, unroll: None }));
     }
     if crate::device::has_subgroups() {
-        v.push(Some(Launch { workgroup: 64, subgroups: true }));
+        v.push(Some(Launch { workgroup: 64, subgroups: true, unroll: None }));
     }
     v
 }
@@ -75,7 +75,9 @@ fn kernel_matches_reference() {
                             // The elementwise epilogues, on pairs whose experts are all here.
                             let present = ints(&[4, 1, 0, 3, 3, 1], &device);
                             let o = random(19, [6, m.rows], 1.0, &device);
-                            for epilogue in [Epilogue::Silu, Epilogue::Gate(o)] {
+                            // Normed: values, then partial sums of squares (non-negative).
+                            let normed = random(23, [6, m.rows + 37], 1.0, &device).abs();
+                            for epilogue in [Epilogue::Silu, Epilogue::Gate(o), Epilogue::NormGate { o: normed, eps: 1e-6 }] {
                                 let got = run(x.clone(), present.clone(), &table, words, None, epilogue.clone(), m, mode, launch).unwrap();
                                 let want = reference(x.clone(), present.clone(), &table, &pool, None, epilogue.clone(), m, mode);
                                 check(got, want, &format!("{what} {epilogue:?}"));
@@ -83,6 +85,31 @@ fn kernel_matches_reference() {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Two steps per thread at once (the discrete-GPU default) and one at a time, each against
+/// the reference, in every format: rows whose steps per thread are odd (a remainder step) and
+/// even, on the small workgroup so that a thread takes several.
+#[test]
+fn unrolled_steps_match_reference() {
+    let Some(device) = gpu() else { return };
+    for dtype in FORMATS {
+        for (n, k) in [(19, 32 * 24), (8, 32 * 9)] {
+            let m = QMatrix { dtype, rows: n, cols: k, offset: 0 };
+            let bytes = crate::experts::synthetic::random_matrix(dtype, n, k, 5, 0.1);
+            let words = crate::weights::quantized::words(bytes, &device);
+            let x = random(8, [2, k], 1.0, &device);
+            let table = ints(&[0], &device);
+            let ids = ints(&[0, 0], &device);
+            let want = reference(x.clone(), ids.clone(), &table, &words, None, Epilogue::None, m, XMode::Rows { per: 1 });
+            for unroll in [1, 2] {
+                let launch = Some(Launch { workgroup: 32, subgroups: false, unroll: Some(unroll) });
+                let got = run(x.clone(), ids.clone(), &table, Pool::Words(&words), None, Epilogue::None, m, XMode::Rows { per: 1 }, launch)
+                    .unwrap();
+                check(got, want.clone(), &format!("{} [{n}, {k}] unroll {unroll}", dtype.name()));
             }
         }
     }
@@ -104,7 +131,11 @@ fn float_weights_match_matmul() {
                 check(gemv_float(x.clone(), &w, rows, Epilogue::None).unwrap(), want.clone(), &what);
                 let o = random(5, [t, n], 1.0, &device);
                 let gated = apply(want, Epilogue::Gate(o.clone()));
-                check(gemv_float(x, &w, rows, Epilogue::Gate(o)).unwrap(), gated, &format!("{what}, gated"));
+                check(gemv_float(x.clone(), &w, rows, Epilogue::Gate(o)).unwrap(), gated, &format!("{what}, gated"));
+                // More partial sums than threads in a workgroup.
+                let normed = Epilogue::NormGate { o: random(7, [t, n + 300], 1.0, &device).abs(), eps: 1e-6 };
+                let want_normed = apply(x.clone().matmul(w.clone().cast(DType::F32).transpose()), normed.clone());
+                check(gemv_float(x, &w, rows, normed).unwrap(), want_normed, &format!("{what}, normed gate"));
                 // SwiGLU of a [t, 2k] gate_up output fused into the input read.
                 let h = random(6 + t as u64, [t, 2 * k], 1.0, &device);
                 let want = xin(h.clone(), XMode::SwiGlu, k).matmul(w.clone().cast(DType::F32).transpose());
@@ -169,7 +200,7 @@ fn params_mirror_wgsl() {
     let fields = wgsl_fields(include_str!("../../../shaders/qgemv.wgsl"));
     let names = [
         "pairs", "rows", "cols", "per", "x_stride", "row_bytes", "offset_words", "experts", "group", "accumulate",
-        "_pad0", "_pad1",
+        "norm_parts", "norm_eps",
     ];
     assert_eq!(fields, names);
     assert_eq!(size_of::<Params>(), 4 * fields.len());

@@ -5,12 +5,13 @@
 //! the *normalised* input. Pre-norm (Llama): `x' = x + f(norm(x))`. The combine of one branch
 //! and the norm of the next run as one fused `rms_norm` kernel; see [`super::Model::forward`].
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use super::attention::Attention;
 use super::lightning::LightningAttention;
 use super::moe::{Expert, Moe};
-use super::moe_streamed::Streamed;
+use super::moe_streamed::{GEMV_MAX_PAIRS, Streamed};
+use crate::kernels::rms_norm::{ROUTE_MAX_ROWS, Route};
 use super::state::{DeviceStep, LayerState};
 use crate::config::{Ffn, LayerConfig, LayerKind, ModelConfig};
 use crate::error::{Error, WeightsError};
@@ -31,12 +32,25 @@ pub enum FeedForward {
 impl FeedForward {
     /// # Shapes
     /// `x`: `[T, C]` → `[T, C]`.
-    /// `streamed` is given for a MoE whose experts live in the expert cache.
-    pub async fn forward(&self, x: Tensor<2>, streamed: Option<Streamed<'_>>) -> Result<Tensor<2>, Error> {
+    /// `streamed` is given for a MoE whose experts live in the expert cache; `route`, when the
+    /// MoE's routing of `x` was computed with the norm that made it ([`rms_norm_route`]).
+    ///
+    /// [`rms_norm_route`]: crate::kernels::rms_norm::rms_norm_route
+    pub async fn forward(&self, x: Tensor<2>, streamed: Option<Streamed<'_>>, route: Option<Route>) -> Result<Tensor<2>, Error> {
         match self {
-            FeedForward::Moe(moe) => moe.forward(x, streamed).await,
+            FeedForward::Moe(moe) => moe.forward(x, streamed, route).await,
             FeedForward::Dense(mlp) => Ok(mlp.forward(x)),
         }
+    }
+
+    /// The router and top-k of a MoE whose routing of `t` rows may be fused into the norm
+    /// before it: experts in the expert cache (whose decode path takes ids on the device), few
+    /// enough rows, and the router in one f32 block.
+    pub fn fusable_router(&self, t: usize) -> Option<(&Tensor<2>, usize)> {
+        let FeedForward::Moe(moe) = self else { return None };
+        let parts = moe.router.float_parts().filter(|p| p.len() == 1 && moe.router.bias.is_none())?;
+        let few = t <= ROUTE_MAX_ROWS && t * moe.top_k <= GEMV_MAX_PAIRS;
+        (few && parts[0].dtype() == DType::F32).then(|| (&parts[0], moe.top_k))
     }
 }
 

@@ -48,11 +48,11 @@ impl LightningAttention {
         let t = x.dims()[0];
         // SiLU and the sigmoid gate run inside the projections' kernels at decode.
         let qkv = self.qkv.forward_with(x.clone(), Epilogue::Silu);
-        let (o, state) = if t == 1 {
-            lightning_decode(qkv, state, &self.rates)?
-        } else {
-            lightning_prefill(qkv, state, &self.rates, block)?
-        };
+        if t == 1 {
+            let (o, state) = lightning_decode(qkv, state, &self.rates, &self.norm)?;
+            return Ok((self.finish_normed(x, o), state));
+        }
+        let (o, state) = lightning_prefill(qkv, state, &self.rates, block)?;
         Ok((self.finish(x, o)?, state))
     }
 
@@ -60,8 +60,15 @@ impl LightningAttention {
     /// decode step replayed from a graph, see [`lightning_decode_in_place`]).
     pub fn forward_in_place(&self, x: Tensor<2>, state: &mut Tensor<3>, backup: &mut Tensor<3>) -> Result<Tensor<2>, Error> {
         let qkv = self.qkv.forward_with(x.clone(), Epilogue::Silu);
-        let o = lightning_decode_in_place(qkv, state, backup, &self.rates)?;
-        self.finish(x, o)
+        let o = lightning_decode_in_place(qkv, state, backup, &self.rates, &self.norm)?;
+        Ok(self.finish_normed(x, o))
+    }
+
+    /// [`Self::finish`] for one decoded token, whose kernel left `o ⊙ norm` and the partial
+    /// sums of `o²`: the gate's matmul applies the norm in its epilogue (no launch of its own).
+    fn finish_normed(&self, x: Tensor<2>, o: Tensor<2>) -> Tensor<2> {
+        let o = self.gate.forward_with(x, Epilogue::NormGate { o, eps: LIGHTNING_NORM_EPS });
+        self.out.forward(o)
     }
 
     /// The norm over all heads, the sigmoid gate from the layer's input `x`, and out_proj.

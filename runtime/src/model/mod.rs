@@ -23,7 +23,7 @@ use crate::experts::store_source::StoreExperts;
 use crate::experts::synthetic::SyntheticExperts;
 use crate::experts::{ExpertCache, ExpertLayout, ExpertSource};
 use crate::error::{Error, RuntimeError, WeightsError};
-use crate::kernels::{rms_norm::rms_norm, uses_wgsl};
+use crate::kernels::{rms_norm::{rms_norm, rms_norm_route}, uses_wgsl};
 use crate::weights::{Loader, Names, StoredDType, WeightSource};
 use layer::{FeedForward, Layer};
 use state::DeviceStep;
@@ -423,12 +423,19 @@ impl Model {
                 None => layer.mix(a.clone(), &mut state.layers[i], state.position, self.block)?,
             };
             let residual = if post { a } else { h };
-            let (h, b) = rms_norm(
-                residual,
-                Some((mixed, layer.config.attn_alpha, layer.config.attn_beta)),
-                &layer.post_attention_norm,
-                eps,
-            )?;
+            let branch = Some((mixed, layer.config.attn_alpha, layer.config.attn_beta));
+            // Decode through the expert cache routes in the norm's launch.
+            let fused = layer.ffn.fusable_router(t).filter(|_| self.experts.is_some());
+            let (h, b, route) = match fused {
+                Some((router, top_k)) => {
+                    let (h, b, route) = rms_norm_route(residual, branch, &layer.post_attention_norm, eps, router, top_k)?;
+                    (h, b, Some(route))
+                }
+                None => {
+                    let (h, b) = rms_norm(residual, branch, &layer.post_attention_norm, eps)?;
+                    (h, b, None)
+                }
+            };
             let streamed = match (&self.experts, &layer.ffn) {
                 (Some(cache), FeedForward::Moe(moe)) => Some(Streamed {
                     cache,
@@ -441,7 +448,7 @@ impl Model {
                 }),
                 _ => None,
             };
-            let ffn = layer.ffn.forward(b.clone(), streamed).await?;
+            let ffn = layer.ffn.forward(b.clone(), streamed, route).await?;
             x = if post { b } else { h };
             pending = Some((ffn, layer.config.mlp_alpha, layer.config.mlp_beta));
         }

@@ -15,6 +15,7 @@ use super::linear::Linear;
 use super::moe_streamed::Streamed;
 use crate::config::{ModelConfig, MoeConfig};
 use crate::error::{Error, RuntimeError, WeightsError};
+use crate::kernels::rms_norm::Route;
 use crate::kernels::{moe_gather::moe_gather, moe_route::moe_route, moe_scatter::moe_scatter};
 use crate::weights::{Loader, MOE_PREFIXES, Names};
 
@@ -119,12 +120,15 @@ impl Moe {
 
     /// # Shapes
     /// `x`: `[T, C]` → `[T, C]`.
-    pub async fn forward(&self, x: Tensor<2>, streamed: Option<Streamed<'_>>) -> Result<Tensor<2>, Error> {
+    /// `route` is this layer's routing of `x` when it was computed already.
+    pub async fn forward(&self, x: Tensor<2>, streamed: Option<Streamed<'_>>, route: Option<Route>) -> Result<Tensor<2>, Error> {
         if let Some(streamed) = streamed {
-            return streamed.forward(x, &self.router).await;
+            return streamed.forward(x, &self.router, route).await;
         }
-        let logits = self.router.forward(x.clone());
-        let (ids, weights) = moe_route(logits, self.top_k)?;
+        let (ids, weights) = match route {
+            Some(route) => route,
+            None => moe_route(self.router.forward(x.clone()), self.top_k)?,
+        };
         grouped(x, ids, weights, self.experts.len(), |_| {}, |e, xs| Ok(self.experts[e].forward(xs))).await
     }
 }

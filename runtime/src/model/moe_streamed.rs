@@ -29,6 +29,7 @@ use crate::kernels::moe_gather::moe_gather;
 use crate::kernels::moe_scatter::moe_scatter;
 use crate::kernels::qgemm::{Group, qgemm, qgemm_grouped};
 use crate::kernels::qgemv::{XMode, qgemv, qgemv_combine};
+use crate::kernels::rms_norm::Route;
 use crate::kernels::uses_wgsl;
 
 /// Up to this many (token, expert) pairs take the per-pair `qgemv` path.
@@ -53,10 +54,14 @@ fn distinct(ids: &[usize]) -> Vec<usize> {
 
 impl Streamed<'_> {
     /// # Shapes
-    /// `x`: `[T, C]` → `[T, C]`; `router`: this layer's `[E, C]` router.
-    pub async fn forward(&self, x: Tensor<2>, router: &Linear) -> Result<Tensor<2>, Error> {
+    /// `x`: `[T, C]` → `[T, C]`; `router`: this layer's `[E, C]` router; `route`: its routing
+    /// of `x`, when computed already (with the norm before it).
+    pub async fn forward(&self, x: Tensor<2>, router: &Linear, route: Option<Route>) -> Result<Tensor<2>, Error> {
         let t = x.dims()[0];
-        let (ids, weights) = moe_route(router.forward(x.clone()), self.top_k)?;
+        let (ids, weights) = match route {
+            Some(route) => route,
+            None => moe_route(router.forward(x.clone()), self.top_k)?,
+        };
         let pairs = t * self.top_k;
         let gpu = uses_wgsl(&x.device());
         let resident = self.cache.lock().expect("cache lock").all_resident();
