@@ -299,12 +299,6 @@ pub fn has_subgroups() -> bool {
     adapter().is_some_and(|a| a.subgroups)
 }
 
-/// Whether the process's wgpu adapter is a discrete GPU (kernels tuned for a large GPU's
-/// memory system pick their variant by it). False before a wgpu device was selected.
-pub fn is_discrete_gpu() -> bool {
-    adapter().is_some_and(|a| a.device_type == "DiscreteGpu")
-}
-
 /// The most invocations a workgroup may have on the process's wgpu device (WebGPU's default,
 /// 256, before one was selected).
 pub fn max_workgroup_threads() -> u32 {

@@ -125,17 +125,11 @@ fn plain_converts() -> bool {
 }
 
 /// Steps each thread of `qgemv` takes at once (shaders/qgemv.wgsl, `UNROLL`), unless a
-/// [`Launch`] says: 2 on discrete GPUs, so that twice the loads are in flight; 1 elsewhere,
-/// where the doubled code costs more than it gives (lavapipe compiles it five times slower).
-/// `MINIMAX_QGEMV_UNROLL=1|2` decides instead (to measure).
+/// [`Launch`] says: 1, or `MINIMAX_QGEMV_UNROLL=2` for two, so that twice the loads are in
+/// flight. Two is not yet measured on a GPU; lavapipe compiles it five times slower.
 fn default_unroll() -> u32 {
     static UNROLL: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *UNROLL.get_or_init(|| match std::env::var("MINIMAX_QGEMV_UNROLL").as_deref() {
-        Ok("1") => 1,
-        Ok("2") => 2,
-        _ if crate::device::is_discrete_gpu() => 2,
-        _ => 1,
-    })
+    *UNROLL.get_or_init(|| if std::env::var("MINIMAX_QGEMV_UNROLL").is_ok_and(|v| v == "2") { 2 } else { 1 })
 }
 
 /// Launch options of the decode kernel beyond the data variant.

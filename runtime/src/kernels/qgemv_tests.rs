@@ -90,7 +90,7 @@ fn kernel_matches_reference() {
     }
 }
 
-/// Two steps per thread at once (the discrete-GPU default) and one at a time, each against
+/// Two steps per thread at once (`MINIMAX_QGEMV_UNROLL=2`) and one at a time, each against
 /// the reference, in every format: rows whose steps per thread are odd (a remainder step) and
 /// even, on the small workgroup so that a thread takes several.
 #[test]
