@@ -253,3 +253,34 @@ fn info_suggests_convert_when_loading_would_quantize() {
     let (ok, out, _) = run(&["info", "--model", model, "--backend", "cpu", "--dtype", "f32"]);
     assert!(ok && !out.lines().any(|l| l.starts_with("load ")), "{out}");
 }
+
+/// `minimax chat` with no arguments talks to the embedded demo model in the plain format, the
+/// one the server's chat completions use: each reply is that of a completion of the rendered
+/// conversation, cut at "\nUser:", and a second turn goes on from the first.
+#[test]
+fn chat_works_with_no_model_in_the_plain_format() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(minimax_bin())
+        .args(["chat", "--backend", "cpu", "--max-tokens", "24"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Tell me a story about a cat.\nAnd then?\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("User:"), "{stdout:?}");
+
+    // The first reply is the greedy completion of the plain prompt (which `run` echoes before
+    // its continuation), cut at "\nUser:"; the second follows it.
+    let prompt = "User: Tell me a story about a cat.\nAssistant:";
+    let (ok, completion, err) = run(&["run", "--backend", "cpu", "--max-tokens", "24", "--prompt", prompt]);
+    assert!(ok, "{err}");
+    let continuation = completion.strip_prefix(prompt).unwrap_or_else(|| panic!("{completion:?}"));
+    let first = continuation.split("\nUser:").next().unwrap().trim_end_matches('\n');
+    assert!(stdout.starts_with(&format!("{first}\n")), "chat {stdout:?} against run {completion:?}");
+    assert!(stdout.len() > first.len() + 1, "a second reply: {stdout:?}");
+}

@@ -28,7 +28,7 @@ use minimax_runtime::weights::{
 };
 use minimax_runtime::{Engine, ModelFiles, RuntimeOptions};
 use minimax_server::Endpoint;
-use minimax_server::stop::{Pushed, StopMatcher};
+use minimax_runtime::stop::{Pushed, StopMatcher};
 
 /// One fuzz target: its name (the binary's and the corpus directory's) and its function.
 pub struct Target {
@@ -140,7 +140,7 @@ pub fn accepts(target: &str, data: &[u8]) -> Result<(), String> {
             Ok(Some(t)) => t.render(&messages(&[]), true).map(drop).map_err(|x| e(&x)),
             _ => {
                 let mut parts = text.split('\0');
-                let t = ChatTemplate { source: parts.next().unwrap_or_default().into(), bos_token: "<s>".into(), eos_token: "</s>".into() };
+                let t = ChatTemplate::new(parts.next().unwrap_or_default(), "<s>", "</s>");
                 t.render(&messages(&parts.collect::<Vec<_>>()), true).map(drop).map_err(|x| e(&x))
             }
         },
@@ -169,7 +169,7 @@ pub fn chat_template(data: &[u8]) {
     let mut parts = text.split('\0');
     let source = parts.next().unwrap_or_default().to_string();
     let contents: Vec<&str> = parts.collect();
-    let t = ChatTemplate { source, bos_token: "<s>".into(), eos_token: "</s>".into() };
+    let t = ChatTemplate::new(source, "<s>", "</s>");
     let messages = messages(&contents);
     let _ = t.render(&messages, true);
     let _ = t.render(&messages[..messages.len() / 2], false);

@@ -30,11 +30,7 @@ thread_local! {
     static ENGINE: &'static Engine = Box::leak(Box::new(load_fixture()));
     static SERVERS: [ServerState; 2] = [false, true].map(|template| {
         let mut engine = load_fixture();
-        engine.chat_template = template.then(|| ChatTemplate {
-            source: CHATML.into(),
-            bos_token: "<s>".into(),
-            eos_token: "</s>".into(),
-        });
+        engine.chat_template = template.then(|| ChatTemplate::new(CHATML, "<s>", "</s>"));
         ServerState::new(engine, "fuzz", ServerConfig::default()).expect("the fixture has a tokenizer")
     });
 }

@@ -1,4 +1,5 @@
-//! `minimax chat`: an interactive terminal chat with the model's own chat template.
+//! `minimax chat`: an interactive terminal chat with the model's own chat template, or the
+//! plain `Role: content` format for a model without one (the embedded demo model).
 //!
 //! Replies stream as they are generated; Ctrl-C stops a reply without leaving (and leaves at
 //! the prompt). `/reset`, `/save FILE`, `/load FILE` manage the conversation: a saved file holds
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use minimax_runtime::chat::{Conversation, Message};
+use minimax_runtime::stop::{Pushed, StopMatcher};
 
 use crate::common::{ModelArgs, Result, SamplingArgs, prompt_bar};
 
@@ -27,10 +29,7 @@ const HELP: &str = "commands: /reset, /save FILE, /load FILE, /quit; Ctrl-C stop
 
 pub fn main(args: Args) -> Result<()> {
     let engine = args.model.load()?;
-    let template = engine
-        .chat_template
-        .clone()
-        .ok_or("this model has no chat template (tokenizer_config.json or GGUF metadata); use `minimax run`")?;
+    let template = engine.chat_format();
     let tokenizer = engine.tokenizer()?;
     let mut options = args.sampling.options(None);
     // The template's end-of-turn token ends a reply, whatever the config's EOS is.
@@ -103,11 +102,11 @@ pub fn main(args: Args) -> Result<()> {
                 interrupted.store(false, Ordering::SeqCst);
                 generating.store(true, Ordering::SeqCst);
                 let mut stream = tokenizer.stream();
+                // The format's stop sequences end a reply; text that may begin one is held back.
+                let mut stops = StopMatcher::new(template.stop.clone());
+                let mut reply = String::new();
                 let mut failure = None;
-                let encode = |text: &str| {
-                    // The template writes the special tokens itself.
-                    tokenizer.encode_plain(text)
-                };
+                let encode = |text: &str| template.encode(tokenizer, text);
                 // A long message (a pasted document) shows its prefill, as `run` does.
                 let bar = std::cell::RefCell::new(None);
                 let chunk = model.prefill_chunk;
@@ -118,26 +117,36 @@ pub fn main(args: Args) -> Result<()> {
                     if let Some(bar) = bar.borrow_mut().take() {
                         bar.finish_and_clear();
                     }
-                    if let Ok(Some(piece)) = stream.push(id) {
-                        if let Err(e) = write!(out, "{piece}").and_then(|_| out.flush()) {
-                            failure = Some(e);
-                        }
+                    let (text, stopped) = match stream.push(id) {
+                        Ok(Some(piece)) => match stops.push(&piece) {
+                            Pushed::Release(text) => (text, false),
+                            Pushed::Stopped(text) => (text, true),
+                        },
+                        _ => (String::new(), false),
+                    };
+                    reply.push_str(&text);
+                    if let Err(e) = write!(out, "{text}").and_then(|_| out.flush()) {
+                        failure = Some(e);
                     }
-                    !interrupted.load(Ordering::SeqCst) && failure.is_none()
+                    !stopped && !interrupted.load(Ordering::SeqCst) && failure.is_none()
                 }));
                 generating.store(false, Ordering::SeqCst);
                 if let Some(bar) = bar.borrow_mut().take() {
                     bar.finish_and_clear();
                 }
-                let generated = generated?;
+                generated?;
                 if let Some(e) = failure {
                     return Err(e.into());
                 }
+                // Text held back as a possible stop sequence that never came.
+                let rest = stops.finish();
+                print!("{rest}");
+                reply.push_str(&rest);
                 if interrupted.load(Ordering::SeqCst) {
                     print!(" [stopped]");
                 }
                 println!();
-                conversation.push_reply(&tokenizer.decode(&generated.tokens)?);
+                conversation.push_reply(&reply);
             }
         }
     }

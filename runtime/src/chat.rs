@@ -36,7 +36,20 @@ pub struct ChatTemplate {
     pub source: String,
     pub bos_token: String,
     pub eos_token: String,
+    /// Stop sequences that end a reply besides the end-of-turn token (the plain template's
+    /// `"\nUser:"`).
+    pub stop: Vec<String>,
+    /// Whether the rendered text carries its own special tokens (a model's template, encoded
+    /// as written) or is plain text the tokenizer adds them to ([`ChatTemplate::plain`]).
+    pub writes_special_tokens: bool,
 }
+
+/// The plain chat format (see [`ChatTemplate::plain`]): `Role: content` lines, then
+/// `Assistant:` where the reply begins.
+const PLAIN: &str = "{% for m in messages %}
+{% if m.role == 'system' %}System{% elif m.role == 'user' %}User{% elif m.role == 'assistant' %}Assistant{% else %}{{ m.role }}{% endif %}: {{ m.content }}
+{% endfor %}
+{% if add_generation_prompt %}Assistant:{% endif %}";
 
 fn template_error(e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Template(e.to_string())
@@ -64,6 +77,39 @@ fn token_text(v: Option<&Value>) -> String {
 }
 
 impl ChatTemplate {
+    /// A model's template `source` with its special tokens.
+    pub fn new(source: impl Into<String>, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+            stop: Vec::new(),
+            writes_special_tokens: true,
+        }
+    }
+
+    /// The chat format of a model without a template of its own (a base model, the embedded
+    /// demo model): one line per message, `System: …`, `User: …` or `Assistant: …` (other
+    /// roles as given), then `Assistant:` where the reply begins. A reply ends at the model's
+    /// end of sequence or at `"\nUser:"`, where the model would go on to write the user's next
+    /// turn. The tokenizer adds its special tokens, as to any prompt. `minimax chat`, the
+    /// server's chat completions and every other chat surface use this one format.
+    pub fn plain() -> Self {
+        Self {
+            source: PLAIN.into(),
+            bos_token: String::new(),
+            eos_token: String::new(),
+            stop: vec!["\nUser:".into()],
+            writes_special_tokens: false,
+        }
+    }
+
+    /// The ids of `text` rendered by this template: as written where it writes its own
+    /// special tokens, else with the tokenizer's.
+    pub fn encode(&self, tokenizer: &crate::tokenizer::Tokenizer, text: &str) -> Result<Vec<u32>, RuntimeError> {
+        if self.writes_special_tokens { tokenizer.encode_plain(text) } else { tokenizer.encode(text) }
+    }
+
     /// The template of a `tokenizer_config.json`, if it has one: `chat_template` as a string,
     /// or the entry named "default" of a list of named templates.
     pub fn from_tokenizer_config(json: &str) -> Result<Option<Self>, RuntimeError> {
@@ -84,11 +130,7 @@ impl ChatTemplate {
             }
             _ => return Ok(None),
         };
-        Ok(Some(Self {
-            source,
-            bos_token: token_text(config.get("bos_token")),
-            eos_token: token_text(config.get("eos_token")),
-        }))
+        Ok(Some(Self::new(source, token_text(config.get("bos_token")), token_text(config.get("eos_token")))))
     }
 
     /// Renders `messages`; with `add_generation_prompt` the text ends where the assistant's
@@ -292,14 +334,29 @@ mod tests {
         );
     }
 
+    /// The plain format, line by line, with and without the generation prompt.
+    #[test]
+    fn plain_template_writes_role_lines() {
+        let t = ChatTemplate::plain();
+        let messages = [
+            Message::new("system", "Be brief."),
+            Message::new("user", "Hi {{ there }}!"),
+            Message::new("assistant", "Hello."),
+            Message::new("tool", "42"),
+        ];
+        assert_eq!(
+            t.render(&messages, true).unwrap(),
+            "System: Be brief.\nUser: Hi {{ there }}!\nAssistant: Hello.\ntool: 42\nAssistant:"
+        );
+        assert_eq!(t.render(&messages[..1], false).unwrap(), "System: Be brief.\n");
+        assert_eq!(t.stop, ["\nUser:"]);
+        assert!(!t.writes_special_tokens);
+    }
+
     #[test]
     fn python_methods_blocks_and_exceptions() {
         let source = "{{ bos_token }}{% for m in messages %}\n  {% if m.role not in ['user', 'assistant'] %}{{ raise_exception('bad role ' + m.role) }}{% endif %}\n  [{{ m.role.upper() }}] {{ m.content.strip() }}\n{% endfor %}";
-        let t = ChatTemplate {
-            source: source.into(),
-            bos_token: "<s>".into(),
-            eos_token: "</s>".into(),
-        };
+        let t = ChatTemplate::new(source, "<s>", "</s>");
         // trim_blocks + lstrip_blocks: block tags leave no whitespace behind.
         assert_eq!(t.render(&[Message::new("user", "  hello ")], false).unwrap(), "<s>  [USER] hello\n");
         let err = t.render(&[Message::new("tool", "x")], false).unwrap_err();
@@ -311,7 +368,7 @@ mod tests {
     #[test]
     fn hostile_templates_are_stopped() {
         let render = |source: &str| {
-            let t = ChatTemplate { source: source.into(), bos_token: String::new(), eos_token: String::new() };
+            let t = ChatTemplate::new(source, "", "");
             let result = t.render(&[Message::new("user", "Hi!")], true);
             result.map(|_| ()).unwrap_err().to_string()
         };
@@ -331,11 +388,11 @@ mod tests {
         for source in ["{{ '%(-۔' | format('x', 2) }}", "{{ '{0[é]}'.format({}) }}"] {
             assert!(render(source).contains("format strings with keys must be ASCII"), "{source}");
         }
-        let t = ChatTemplate { source: "{{ 'é %s-%d' | format('x', 2) }} {{ '{}!'.format('hi') }}".into(), bos_token: String::new(), eos_token: String::new() };
+        let t = ChatTemplate::new("{{ 'é %s-%d' | format('x', 2) }} {{ '{}!'.format('hi') }}", "", "");
         assert_eq!(t.render(&[], false).unwrap(), "é x-2 hi!");
         // Real templates stay well within the budget, for long conversations too.
         let chat: Vec<Message> = (0..200).map(|i| Message::new(["user", "assistant"][i % 2], &"word ".repeat(2000))).collect();
-        let t = ChatTemplate { source: CHATML.into(), bos_token: String::new(), eos_token: String::new() };
+        let t = ChatTemplate::new(CHATML, "", "");
         assert!(t.render(&chat, true).unwrap().len() > 2_000_000);
     }
 

@@ -308,6 +308,12 @@ impl Engine {
         self.model.new_state()
     }
 
+    /// The chat format: the model's own template, else the documented plain one
+    /// ([`ChatTemplate::plain`]). Every chat surface takes it from here, so that they agree.
+    pub fn chat_format(&self) -> ChatTemplate {
+        self.chat_template.clone().unwrap_or_else(ChatTemplate::plain)
+    }
+
     /// The expert cache's counters and slot count, when experts stream from a pack.
     pub fn expert_stats(&self) -> Option<(crate::experts::CacheStats, usize)> {
         let cache = self.model.experts.as_ref()?.lock().ok()?;

@@ -16,6 +16,7 @@ pub mod model;
 pub mod prefix_cache;
 pub mod profile;
 pub mod sampling;
+pub mod stop;
 pub mod tokenizer;
 pub mod weights;
 

@@ -20,7 +20,6 @@ pub mod api;
 pub mod error;
 pub mod metrics;
 mod routes;
-pub mod stop;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -81,7 +80,8 @@ struct Inner {
     context_length: usize,
     vocab_size: usize,
     tokenizer: Arc<Tokenizer>,
-    template: Option<ChatTemplate>,
+    /// The chat format (the model's template or the plain one).
+    template: ChatTemplate,
     config: ServerConfig,
     jobs: mpsc::Sender<Job>,
     stats: Arc<Stats>,
@@ -96,7 +96,7 @@ impl ServerState {
         // or a sliding window), else the length the model was trained for.
         let context_length = engine.model.max_context.unwrap_or(engine.model.config.max_position_embeddings);
         let vocab_size = engine.model.config.vocab_size;
-        let template = engine.chat_template.clone();
+        let template = engine.chat_format();
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::new());
         let (jobs, queue) = mpsc::channel(config.queue.max(1));

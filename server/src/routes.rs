@@ -264,28 +264,6 @@ async fn chat_completions(State(state): State<ServerState>, JsonBody(req): JsonB
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The stop sequence that ends a reply under [`plain_chat_prompt`].
-const PLAIN_STOP: &str = "\nUser:";
-
-/// The prompt for models without a chat template (such as the embedded demo model, a base
-/// model): one line per message, `System: …`, `User: …` or `Assistant: …` (other roles are
-/// written as given), then `Assistant:` where the reply begins. [`PLAIN_STOP`] (`"\nUser:"`)
-/// is an extra stop sequence, so that the model does not go on to write the user's next turn.
-pub fn plain_chat_prompt(messages: &[Message]) -> String {
-    let mut text = String::new();
-    for m in messages {
-        let role = match m.role.as_str() {
-            "system" => "System",
-            "user" => "User",
-            "assistant" => "Assistant",
-            other => other,
-        };
-        text.push_str(&format!("{role}: {}\n", m.content));
-    }
-    text.push_str("Assistant:");
-    text
-}
-
 /// The token ids of a chat, the extra stop tokens and the extra stop sequences.
 fn chat_prompt(inner: &Inner, messages: Vec<RequestMessage>) -> Result<(Vec<u32>, Vec<u32>, Vec<String>), ApiError> {
     check(!messages.is_empty(), "messages", "messages must not be empty")?;
@@ -306,23 +284,15 @@ fn chat_prompt(inner: &Inner, messages: Vec<RequestMessage>) -> Result<(Vec<u32>
             Ok(Message { role: m.role, content })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    match &inner.template {
-        Some(template) => {
-            // A template may reject a conversation (say, roles out of order): the client's fault.
-            let text = template
-                .render(&messages, true)
-                .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
-            // The template writes the special tokens itself.
-            let ids = inner.tokenizer.encode_plain(&text).map_err(tokenizer_error)?;
-            // Its end-of-turn token ends the reply, whatever the config's EOS is.
-            let stop_tokens = inner.tokenizer.token_id(&template.eos_token).into_iter().collect();
-            Ok((ids, stop_tokens, Vec::new()))
-        }
-        None => {
-            let ids = inner.tokenizer.encode(&plain_chat_prompt(&messages)).map_err(tokenizer_error)?;
-            Ok((ids, Vec::new(), vec![PLAIN_STOP.to_string()]))
-        }
-    }
+    let template = &inner.template;
+    // A template may reject a conversation (say, roles out of order): the client's fault.
+    let text = template
+        .render(&messages, true)
+        .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
+    let ids = template.encode(&inner.tokenizer, &text).map_err(tokenizer_error)?;
+    // Its end-of-turn token ends the reply, whatever the config's EOS is.
+    let stop_tokens = inner.tokenizer.token_id(&template.eos_token).into_iter().collect();
+    Ok((ids, stop_tokens, template.stop.clone()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

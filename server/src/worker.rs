@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::api::FinishReason;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::stop::{Pushed, StopMatcher};
+use minimax_runtime::stop::{Pushed, StopMatcher};
 
 /// One request for the engine.
 #[derive(Debug)]
