@@ -18,7 +18,12 @@
 //   4 (normed gate): y[p] = sigmoid(r_p) ⊙ v_p / sqrt(Σ s_p / N + eps) where aux row p is
 //      [v_p | s_p] (N values, then norm_parts partial sums of squares): the gate over the
 //      RMSNorm of all heads, whose sums lightning_decode leaves in its output. The workgroup
-//      sums row p's partials together before its main loop.
+//      sums row p's partials together before its main loop;
+//   5 (silu | sigmoid): y[p][n] = silu(r_p[n]) for n < split, sigmoid(r_p[n]) from there:
+//      lightning attention's qkv and output gate as one projection.
+// - GATED_INPUT: x row p is [v_p | s_p] (K values, then norm_parts partial sums of squares)
+//   and xin(p) = v_p ⊙ aux[p][gate_offset ..] / sqrt(Σ s_p / K + eps): the head norm and the
+//   output gate read into out_proj's input, so that neither needs a launch of its own.
 //
 // Bandwidth bound: N·K weights are read once per pair. A workgroup owns ROWS = 8 rows of one
 // output row of y; each thread walks units of 8 columns with stride WG, reads the input unit
@@ -41,6 +46,10 @@ struct Params {
     accumulate: u32,
     norm_parts: u32,
     norm_eps: f32,
+    split: u32,
+    gate_offset: u32,
+    gate_stride: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<{{ x_elem }}>;       // [P / per, K] or [P, 2K] (SWIGLU) (row-major)
@@ -55,6 +64,7 @@ const WG: u32 = {{ workgroup }}u;
 const EPILOGUE: u32 = {{ epilogue }}u;
 const COMBINE: bool = EPILOGUE == 1u;
 const UNROLL: u32 = {{ unroll }}u;
+const GATED_INPUT: bool = {{ gated_input }};
 // Output rows per workgroup, held in two vec4 accumulators (written out rather than as an
 // array: drivers keep a dynamically indexed private array in slow local memory).
 const ROWS: u32 = 8u;
@@ -81,13 +91,18 @@ fn main(
     let halves = select(0u, p.cols / 16u, quantized);
     let units = select((p.cols + 7u) / 8u, 0u, quantized);
 
-    // Normed gate: 1 / rms of this output row's values from its partial sums (all threads).
+    // Normed gate or gated input: 1 / rms of this output row's values (of its input row) from
+    // their partial sums (all threads).
     var inv_rms = 1.0;
-    if EPILOGUE == 4u {
-        let base = min(out, max(outs, 1u) - 1u) * (p.rows + p.norm_parts) + p.rows;
+    let row = min(out, max(outs, 1u) - 1u);
+    if EPILOGUE == 4u || GATED_INPUT {
         var s = 0.0;
         for (var j = lid; j < p.norm_parts; j += WG) {
-            s += aux[base + j];
+            if GATED_INPUT {
+                s += x_one(row * p.x_stride + p.cols + j);
+            } else {
+                s += aux[row * (p.rows + p.norm_parts) + p.rows + j];
+            }
         }
         partial[lid] = vec4<f32>(s, 0.0, 0.0, 0.0);
         workgroupBarrier();
@@ -97,7 +112,7 @@ fn main(
             }
             workgroupBarrier();
         }
-        inv_rms = inverseSqrt(partial[0].x / f32(p.rows) + p.norm_eps);
+        inv_rms = inverseSqrt(partial[0].x / f32(select(p.rows, p.cols, GATED_INPUT)) + p.norm_eps);
         // Every thread has read partial[0] before the reduction below reuses it.
         workgroupBarrier();
     }
@@ -122,6 +137,8 @@ fn main(
         touched = true;
         let mw = record + p.offset_words;
         let xbase = (pair / p.per) * p.x_stride;
+        // The gate's row (GATED_INPUT: linear layers, one pair per row).
+        let g = Gate(pair * p.gate_stride + p.gate_offset, inv_rms);
         var acc = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
         // Block formats walk half blocks (see `half_dot`), float formats units of 8. With
         // UNROLL = 2 a thread takes two steps at once, so that the loads of both are in
@@ -129,28 +146,28 @@ fn main(
         var h = lid;
         if UNROLL == 2u {
             for (; h + WG < halves; h += 2u * WG) {
-                let r0 = half_step(mw, n0, last, xbase, h);
-                let r1 = half_step(mw, n0, last, xbase, h + WG);
+                let r0 = half_step(mw, n0, last, xbase, g, h);
+                let r1 = half_step(mw, n0, last, xbase, g, h + WG);
                 acc.a += r0.a + r1.a;
                 acc.b += r0.b + r1.b;
             }
         }
         for (; h < halves; h += WG) {
-            let r = half_step(mw, n0, last, xbase, h);
+            let r = half_step(mw, n0, last, xbase, g, h);
             acc.a += r.a;
             acc.b += r.b;
         }
         var u = lid;
         if UNROLL == 2u {
             for (; u + WG < units; u += 2u * WG) {
-                let r0 = unit_step(mw, n0, last, xbase, u);
-                let r1 = unit_step(mw, n0, last, xbase, u + WG);
+                let r0 = unit_step(mw, n0, last, xbase, g, u);
+                let r1 = unit_step(mw, n0, last, xbase, g, u + WG);
                 acc.a += r0.a + r1.a;
                 acc.b += r0.b + r1.b;
             }
         }
         for (; u < units; u += WG) {
-            let r = unit_step(mw, n0, last, xbase, u);
+            let r = unit_step(mw, n0, last, xbase, g, u);
             acc.a += r.a;
             acc.b += r.b;
         }
@@ -181,8 +198,34 @@ fn main(
         if EPILOGUE == 4u {
             v = aux[out * (p.rows + p.norm_parts) + n0 + lid] * inv_rms / (1.0 + exp(-v));
         }
+        if EPILOGUE == 5u {
+            v = select(1.0, v, n0 + lid < p.split) / (1.0 + exp(-v));
+        }
         y[i] = v;
     }
+}
+
+// Where a gated input's gate row starts in aux, and the input's 1 / rms.
+struct Gate {
+    base: u32,
+    inv_rms: f32,
+}
+
+// Input unit at column e0: x's, or under GATED_INPUT its values ⊙ the gate / rms.
+fn input_unit(xbase: u32, g: Gate, e0: u32) -> Unit {
+    let v = x_unit(xbase, e0, p.cols);
+    if !GATED_INPUT {
+        return v;
+    }
+    let i = g.base + e0;
+    var lo = vec4<f32>(aux[i], aux[i + 1u], aux[i + 2u], aux[i + 3u]);
+    var hi = vec4<f32>(aux[i + 4u], aux[i + 5u], aux[i + 6u], aux[i + 7u]);
+    if e0 + 8u > p.cols {
+        // A ragged last unit: x_unit gave zeros past the row, whatever the gate reads there.
+        lo = select(vec4<f32>(0.0), lo, e0 + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.cols));
+        hi = select(vec4<f32>(0.0), hi, e0 + vec4<u32>(4u, 5u, 6u, 7u) < vec4<u32>(p.cols));
+    }
+    return Unit(v.lo * lo * g.inv_rms, v.hi * hi * g.inv_rms);
 }
 
 // The dot products of rows n0 .. n0 + 8 (rows past `last` re-read it) with 8 inputs.
@@ -192,10 +235,10 @@ struct Acc8 {
 }
 
 // Half block h of rows n0 .. n0 + 8 against its inputs (block formats).
-fn half_step(mw: u32, n0: u32, last: u32, xbase: u32, h: u32) -> Acc8 {
+fn half_step(mw: u32, n0: u32, last: u32, xbase: u32, g: Gate, h: u32) -> Acc8 {
     let e0 = (h >> 1u) * 32u + (h & 1u) * HALF_STEP;
-    let xl = x_unit(xbase, e0, p.cols);
-    let xh = x_unit(xbase, e0 + HALF_GAP, p.cols);
+    let xl = input_unit(xbase, g, e0);
+    let xh = input_unit(xbase, g, e0 + HALF_GAP);
     let xs = dot(xl.lo + xl.hi + xh.lo + xh.hi, vec4<f32>(1.0));
     return Acc8(
         vec4<f32>(
@@ -214,9 +257,9 @@ fn half_step(mw: u32, n0: u32, last: u32, xbase: u32, h: u32) -> Acc8 {
 }
 
 // Unit u (8 columns) of rows n0 .. n0 + 8 against its inputs (float formats).
-fn unit_step(mw: u32, n0: u32, last: u32, xbase: u32, u: u32) -> Acc8 {
+fn unit_step(mw: u32, n0: u32, last: u32, xbase: u32, g: Gate, u: u32) -> Acc8 {
     let e0 = u * 8u;
-    let xv = x_unit(xbase, e0, p.cols);
+    let xv = input_unit(xbase, g, e0);
     return Acc8(
         vec4<f32>(
             dot8(w_unit(mw, n0, e0, p.cols, p.row_bytes), xv),

@@ -53,10 +53,19 @@ fn check_norm(norm: &Tensor<1>, state: &Tensor<3>) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// The `[1, 3 H D]` q | k | v of `qkv`, which may have more columns after them (a projection
+/// fused with the output gate's): only the first `3 H D` are read.
+fn qkv_columns(qkv: &Tensor<2>, state: &Tensor<3>) -> Tensor<2> {
+    let [h, d, _] = state.dims();
+    let width = qkv.dims()[1];
+    if width > 3 * h * d { qkv.clone().narrow(1, 0, 3 * h * d) } else { qkv.clone() }
+}
+
 /// One decode step, with `norm` (`[H * D]`) the weight of the RMSNorm over all heads.
 ///
 /// # Shapes
-/// - `qkv`: `[1, H * 3 * D]`; `state`: `[H, D, D]` f32; `rates`: `[H]`; `norm`: `[H * D]`;
+/// - `qkv`: `[1, ≥ H * 3 * D]` (columns past `3 H D` are not read); `state`: `[H, D, D]` f32;
+///   `rates`: `[H]`; `norm`: `[H * D]`;
 /// - returns `(o [1, H * D + P] (see [`Normed`]), state' [H, D, D])`.
 pub fn lightning_decode(
     qkv: Tensor<2>,
@@ -64,7 +73,7 @@ pub fn lightning_decode(
     rates: &Tensor<1>,
     norm: &Tensor<1>,
 ) -> Result<(Normed, Tensor<3>), KernelError> {
-    let (t, _, _) = check("lightning_decode", &qkv, &state, rates)?;
+    let (t, _, _) = check("lightning_decode", &qkv_columns(&qkv, &state), &state, rates)?;
     check_norm(norm, &state)?;
     if t != 1 {
         return Err(KernelError::Shape {
@@ -73,7 +82,7 @@ pub fn lightning_decode(
         });
     }
     if !uses_wgsl(&qkv.device()) {
-        let (o, s) = reference(qkv, state, rates);
+        let (o, s) = reference(qkv_columns(&qkv, &state), state, rates);
         return Ok((normed(o, norm), s));
     }
     let (o, s) = Dispatch::lightning_decode(
@@ -94,7 +103,8 @@ pub fn normed(o: Tensor<2>, norm: &Tensor<1>) -> Normed {
 /// [`lightning_decode`] updating `state` in place (on wgpu; a decode step replayed from a graph
 /// keeps its state in the buffers it was recorded with) and writing the state as it was into
 /// `backup`, so that the step can be undone by taking `backup` as the state. Returns `o`
-/// `[1, H * D + P]` ([`Normed`]). On other backends the tensors are replaced, with the same values.
+/// `[1, H * D + P]` ([`Normed`]). `qkv` is as for [`lightning_decode`]. On other backends the
+/// tensors are replaced, with the same values.
 pub fn lightning_decode_in_place(
     qkv: Tensor<2>,
     state: &mut Tensor<3>,
@@ -102,7 +112,7 @@ pub fn lightning_decode_in_place(
     rates: &Tensor<1>,
     norm: &Tensor<1>,
 ) -> Result<Normed, KernelError> {
-    let (t, _, _) = check("lightning_decode", &qkv, state, rates)?;
+    let (t, _, _) = check("lightning_decode", &qkv_columns(&qkv, state), state, rates)?;
     check_norm(norm, state)?;
     if t != 1 || backup.dims() != state.dims() {
         return Err(KernelError::Shape {
@@ -111,7 +121,7 @@ pub fn lightning_decode_in_place(
         });
     }
     if !uses_wgsl(&qkv.device()) {
-        let (o, next) = reference(qkv, state.clone(), rates);
+        let (o, next) = reference(qkv_columns(&qkv, state), state.clone(), rates);
         *backup = std::mem::replace(state, next);
         return Ok(normed(o, norm));
     }
@@ -225,6 +235,11 @@ mod tests {
             let rates = Tensor::<1>::from_data(TensorData::new(rates, [h]), &device);
             let norm = norm_weight(h * d, &device);
             let (o, s) = lightning_decode(qkv.clone(), state.clone(), &rates, &norm).unwrap();
+            // Columns after q | k | v (a fused projection's gate) are not read.
+            let wider = Tensor::cat(vec![qkv.clone(), random(5, [1, h * d], 9.0, &device)], 1);
+            let (ow, _) = lightning_decode(wider, state.clone(), &rates, &norm).unwrap();
+            let (same, _) = diff(ow, o.clone());
+            assert_eq!(same, 0.0, "H{h} D{d}: a wider qkv changed o");
             let (ro, rs) = reference(qkv.clone(), state.clone(), &rates);
             let (po, ps) = super::super::lightning_prefill::lightning_prefill(qkv, state, &rates, 16).unwrap();
             check_normed(o.clone(), ro, &norm, &format!("H{h} D{d}"));

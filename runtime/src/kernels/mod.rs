@@ -146,7 +146,7 @@ pub trait Kernels: burn::backend::Backend {
         params: qgemv::Params,
         variant: qgemv::Variant,
         launch: qgemv::Launch,
-        epilogue: u32,
+        fuse: qgemv::Fuse,
     ) -> FloatTensor<Self>;
 
     /// `qgemv` over a float weight tensor (a linear layer) instead of a pool of words.
@@ -161,7 +161,7 @@ pub trait Kernels: burn::backend::Backend {
         params: qgemv::Params,
         variant: qgemv::Variant,
         launch: qgemv::Launch,
-        epilogue: u32,
+        fuse: qgemv::Fuse,
     ) -> FloatTensor<Self>;
 
     #[allow(clippy::too_many_arguments)]
@@ -314,9 +314,9 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         params: qgemv::Params,
         variant: qgemv::Variant,
         launch: qgemv::Launch,
-        epilogue: u32,
+        fuse: qgemv::Fuse,
     ) -> FloatTensor<Self> {
-        qgemv::launch(x, ids, table, pool, y, aux, params, variant, launch, epilogue)
+        qgemv::launch(x, ids, table, pool, y, aux, params, variant, launch, fuse)
     }
 
     fn qgemv_float(
@@ -329,9 +329,9 @@ impl Kernels for burn::backend::wgpu::CubeBackend {
         params: qgemv::Params,
         variant: qgemv::Variant,
         launch: qgemv::Launch,
-        epilogue: u32,
+        fuse: qgemv::Fuse,
     ) -> FloatTensor<Self> {
-        qgemv::launch(x, ids, table, weight, y, aux, params, variant, launch, epilogue)
+        qgemv::launch(x, ids, table, weight, y, aux, params, variant, launch, fuse)
     }
 
     fn qgemm(

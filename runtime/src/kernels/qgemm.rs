@@ -78,7 +78,7 @@ pub(super) fn qgemm_tiled(
 ) -> Result<Tensor<2>, KernelError> {
     let err = |reason: String| KernelError::Shape { kernel: "qgemm", reason };
     let row_bytes = check_matrix("qgemm", &m)?;
-    let Some((rows, per, x_stride)) = check_x(&x, mode, m.cols).filter(|r| r.0 > 0) else {
+    let Some((rows, per, x_stride)) = check_x(&x, mode, m.cols).filter(|r| r.0 > 0 && !matches!(mode, XMode::NormGated { .. })) else {
         return Err(err(format!("x {:?} for {mode:?} and {m:?}", x.dims())));
     };
     let start = check_record(pool, record, &m)?;
@@ -113,7 +113,7 @@ pub fn qgemm_grouped(
 ) -> Result<Tensor<2>, KernelError> {
     let err = |reason: String| KernelError::Shape { kernel: "qgemm", reason };
     let row_bytes = check_matrix("qgemm", &m)?;
-    let Some((rows, 1, x_stride)) = check_x(&x, mode, m.cols).filter(|r| r.0 > 0) else {
+    let Some((rows, 1, x_stride)) = check_x(&x, mode, m.cols).filter(|r| r.0 > 0 && !matches!(mode, XMode::NormGated { .. })) else {
         return Err(err(format!("x {:?} for {mode:?} and {m:?} (one row per token)", x.dims())));
     };
     if y.as_ref().is_some_and(|y| y.dims() != [rows, m.rows]) {
@@ -192,7 +192,7 @@ pub(super) fn qgemm_float_on(x: Tensor<2>, w: &Tensor<2>, mode: XMode, tiles: Op
         other => return Err(err(format!("{other:?} weights of {k} columns"))),
     };
     let m = QMatrix { dtype, rows: n, cols: k, offset: 0 };
-    let Some((rows, per, x_stride)) = check_x(&x, mode, k).filter(|r| r.0 > 0) else {
+    let Some((rows, per, x_stride)) = check_x(&x, mode, k).filter(|r| r.0 > 0 && !matches!(mode, XMode::NormGated { .. })) else {
         return Err(err(format!("x {:?} for {mode:?} and {m:?}", x.dims())));
     };
     if !uses_wgsl(&x.device()) {

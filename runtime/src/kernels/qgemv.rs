@@ -44,6 +44,21 @@ pub enum XMode {
     /// `x` is `[P, 2K]` (a gate_up output) and `xin(p)[k] = silu(x[p, k]) · x[p, K + k]`: the
     /// SwiGLU activation fused into the down projection's input read.
     SwiGlu,
+    /// `x` is `[P, K + parts]`, values `v` then `parts` partial sums `s` of their unweighted
+    /// squares (see [`lightning_decode`](super::lightning_decode)), and
+    /// `xin(p) = v ⊙ gate(p) / sqrt(Σ s / K + eps)` with the gate given apart ([`Gated`]):
+    /// lightning attention's head norm and output gate fused into out_proj's input read.
+    /// Linear layers only ([`gemv_norm_gated`]).
+    NormGated { parts: u32 },
+}
+
+/// The gate of [`XMode::NormGated`]: `gate(p)` is columns `offset .. offset + K` of row `p`
+/// of `values` (a fused projection's output, whose first columns are something else).
+#[derive(Debug, Clone)]
+pub struct Gated {
+    pub values: Tensor<2>,
+    pub offset: usize,
+    pub eps: f32,
 }
 
 /// Mirrors `Params` in `shaders/qgemv.wgsl`.
@@ -64,8 +79,22 @@ pub struct Params {
     pub accumulate: u32,
     /// Partial sums after the values of each row of `aux` ([`Epilogue::NormGate`], else 0).
     pub norm_parts: u32,
-    /// The norm's epsilon ([`Epilogue::NormGate`]).
+    /// The norm's epsilon ([`Epilogue::NormGate`], [`XMode::NormGated`]).
     pub norm_eps: f32,
+    /// Output columns below it take SiLU, the rest sigmoid ([`Epilogue::SiluSigmoid`]).
+    pub split: u32,
+    /// Where the gate starts in a row of `aux`, and its row stride ([`XMode::NormGated`]).
+    pub gate_offset: u32,
+    pub gate_stride: u32,
+    pub _pad: u32,
+}
+
+/// What one launch fuses around its matmul: the epilogue's code, and whether the input is
+/// normalised and gated as it is read ([`XMode::NormGated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fuse {
+    pub epilogue: u32,
+    pub gated_input: bool,
 }
 
 /// The compiled variant of `qgemv` and `qgemm`: the block format, the input mode and how `x`
@@ -160,6 +189,9 @@ pub enum Epilogue {
     /// `P` partial sums of their unweighted squares; see
     /// [`lightning_decode`](super::lightning_decode)). The norm needs no launch of its own.
     NormGate { o: Tensor<2>, eps: f32 },
+    /// `y = silu(r)` for output columns below `split`, `sigmoid(r)` from there: a projection
+    /// of lightning attention's qkv and output gate in one matrix.
+    SiluSigmoid { split: usize },
 }
 
 impl Epilogue {
@@ -170,6 +202,7 @@ impl Epilogue {
             Epilogue::Silu => 2,
             Epilogue::Gate(_) => 3,
             Epilogue::NormGate { .. } => 4,
+            Epilogue::SiluSigmoid { .. } => 5,
         }
     }
 }
@@ -211,6 +244,7 @@ pub(super) fn check_x(x: &Tensor<2>, mode: XMode, k: usize) -> Option<(usize, u3
     match mode {
         XMode::Rows { per } if per > 0 && c == k => Some((r * per as usize, per, k as u32)),
         XMode::SwiGlu if c == 2 * k => Some((r, 1, 2 * k as u32)),
+        XMode::NormGated { parts } if parts > 0 && c == k + parts as usize => Some((r, 1, c as u32)),
         _ => None,
     }
 }
@@ -306,6 +340,12 @@ pub fn apply(y: Tensor<2>, epilogue: Epilogue) -> Tensor<2> {
             let inv = (o.clone().narrow(1, n, width - n).sum_dim(1) / n as f32 + eps).sqrt().recip();
             burn::tensor::activation::sigmoid(y) * o.narrow(1, 0, n) * inv
         }
+        Epilogue::SiluSigmoid { split } => {
+            let n = y.dims()[1];
+            let split = split.min(n);
+            let gate = burn::tensor::activation::sigmoid(y.clone().narrow(1, split, n - split));
+            Tensor::cat(vec![silu(y.narrow(1, 0, split)), gate], 1)
+        }
         Epilogue::Combine(_) => unreachable!("a combine sums pairs: see reference"),
     }
 }
@@ -348,6 +388,38 @@ pub fn run(
     mode: XMode,
     launch: Option<Launch>,
 ) -> Result<Tensor<2>, KernelError> {
+    run_with(x, ids, table, pool, y, epilogue, m, mode, launch, None)
+}
+
+/// `xin Wᵀ` for a linear weight (`pool`: its float matrix or its blocks at word 0) and up to
+/// [`MAX_ROWS`] rows, with `xin` read from `x` as [`XMode::NormGated`] says.
+///
+/// # Shapes
+/// `x`: `[T, K + parts]`; `gated.values`: `[T, ≥ offset + K]` → `[T, N]`.
+pub fn gemv_norm_gated(x: Tensor<2>, gated: Gated, pool: Pool<'_>, m: QMatrix) -> Result<Tensor<2>, KernelError> {
+    let [t, width] = x.dims();
+    let parts = width.checked_sub(m.cols).filter(|p| *p > 0).ok_or_else(|| KernelError::Shape {
+        kernel: "qgemv",
+        reason: format!("normed input {:?} for {} columns", x.dims(), m.cols),
+    })?;
+    let (ids, table) = single(t, &x.device())?;
+    let mode = XMode::NormGated { parts: parts as u32 };
+    run_with(x, ids, &table, pool, None, Epilogue::None, m, mode, None, Some(gated))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    x: Tensor<2>,
+    ids: Tensor<1, Int>,
+    table: &Tensor<1, Int>,
+    pool: Pool<'_>,
+    y: Option<Tensor<2>>,
+    epilogue: Epilogue,
+    m: QMatrix,
+    mode: XMode,
+    launch: Option<Launch>,
+    gated: Option<Gated>,
+) -> Result<Tensor<2>, KernelError> {
     let err = |reason: String| KernelError::Shape { kernel: "qgemv", reason };
     let row_bytes = check_matrix("qgemv", &m)?;
     let [pairs] = ids.dims();
@@ -370,6 +442,12 @@ pub fn run(
     if x_pairs != pairs || y.as_ref().is_some_and(|y| y.dims() != [outs, m.rows]) || experts == 0 {
         return Err(err(shapes()));
     }
+    match (&gated, mode) {
+        (Some(g), XMode::NormGated { .. })
+            if g.values.dims()[0] == pairs && g.values.dims()[1] >= g.offset + m.cols && matches!(epilogue, Epilogue::None) => {}
+        (None, XMode::Rows { .. } | XMode::SwiGlu) => {}
+        _ => return Err(err(format!("a gated input needs XMode::NormGated, its gate and no epilogue: {}", shapes()))),
+    }
     if let Epilogue::Gate(o) = &epilogue
         && o.dims() != [pairs, m.rows]
     {
@@ -385,7 +463,7 @@ pub fn run(
         }
         _ => 0,
     };
-    if y.is_some() && matches!(epilogue, Epilogue::Silu | Epilogue::Gate(_) | Epilogue::NormGate { .. }) {
+    if y.is_some() && matches!(epilogue, Epilogue::Silu | Epilogue::Gate(_) | Epilogue::NormGate { .. } | Epilogue::SiluSigmoid { .. }) {
         return Err(err("an elementwise epilogue writes a fresh y".into()));
     }
     if let Pool::Float(w) = pool
@@ -402,7 +480,10 @@ pub fn run(
         let Pool::Words(pool) = pool else {
             return Err(err("float weights take gemv_float on the CPU".into()));
         };
-        return Ok(reference(x, ids, table, pool, y, epilogue, m, mode));
+        return Ok(match &gated {
+            Some(g) => reference(norm_gated_input(x, g, m.cols), ids, table, pool, y, epilogue, m, XMode::Rows { per: 1 }),
+            None => reference(x, ids, table, pool, y, epilogue, m, mode),
+        });
     }
     let p = Params {
         pairs: pairs as u32,
@@ -415,11 +496,22 @@ pub fn run(
         experts: experts as u32,
         group: group as u32,
         accumulate: accumulate as u32,
-        norm_parts: norm_parts as u32,
-        norm_eps: match &epilogue {
-            Epilogue::NormGate { eps, .. } => *eps,
+        norm_parts: match mode {
+            XMode::NormGated { parts } => parts,
+            _ => norm_parts as u32,
+        },
+        norm_eps: match (&epilogue, &gated) {
+            (Epilogue::NormGate { eps, .. }, _) => *eps,
+            (_, Some(g)) => g.eps,
             _ => 0.0,
         },
+        split: match epilogue {
+            Epilogue::SiluSigmoid { split } => split as u32,
+            _ => 0,
+        },
+        gate_offset: gated.as_ref().map_or(0, |g| g.offset as u32),
+        gate_stride: gated.as_ref().map_or(0, |g| g.values.dims()[1] as u32),
+        _pad: 0,
     };
     // 16-byte reads need 16-byte aligned rows. Records start on 256-byte slots (experts) or at
     // word 0 (linear layers), and matrices 16 bytes into a record.
@@ -427,13 +519,17 @@ pub fn run(
     let vec_pool = !m.dtype.is_quantized() && row_bytes.is_multiple_of(16) && m.offset.is_multiple_of(16);
     let variant = Variant { dtype: m.dtype, swiglu: mode == XMode::SwiGlu, vec_x, vec_pool };
     let launch = launch.unwrap_or(Launch { workgroup: WORKGROUP, subgroups: crate::device::has_subgroups(), unroll: None });
-    let code = epilogue.code();
+    let code = Fuse { epilogue: epilogue.code(), gated_input: gated.is_some() };
     let y = y.unwrap_or_else(|| Tensor::empty([outs, m.rows], &device));
-    let aux = match epilogue {
-        Epilogue::Combine(w) => w.reshape([pairs]),
-        Epilogue::Gate(o) => o.reshape([pairs * m.rows]),
-        Epilogue::NormGate { o, .. } => o.reshape([pairs * (m.rows + norm_parts)]),
-        Epilogue::None | Epilogue::Silu => Tensor::empty([1], &device),
+    let aux = match (epilogue, gated) {
+        (_, Some(g)) => {
+            let [r, c] = g.values.dims();
+            g.values.reshape([r * c])
+        }
+        (Epilogue::Combine(w), _) => w.reshape([pairs]),
+        (Epilogue::Gate(o), _) => o.reshape([pairs * m.rows]),
+        (Epilogue::NormGate { o, .. }, _) => o.reshape([pairs * (m.rows + norm_parts)]),
+        (Epilogue::None | Epilogue::Silu | Epilogue::SiluSigmoid { .. }, _) => Tensor::empty([1], &device),
     };
     let ids = ids.cast(IntDType::I32).into_dispatch();
     let table = table.clone().cast(IntDType::I32).into_dispatch();
@@ -460,7 +556,15 @@ pub(crate) fn xin(x: Tensor<2>, mode: XMode, k: usize) -> Tensor<2> {
     match mode {
         XMode::Rows { per } => x.unsqueeze_dim::<3>(1).repeat_dim(1, per as usize).reshape([r * per as usize, k]),
         XMode::SwiGlu => silu(x.clone().narrow(1, 0, k)) * x.narrow(1, k, k),
+        XMode::NormGated { .. } => unreachable!("a gated input needs its gate: see norm_gated_input"),
     }
+}
+
+/// `xin` of [`XMode::NormGated`] as a `[T, K]` tensor (the reference's input read).
+pub fn norm_gated_input(x: Tensor<2>, gated: &Gated, k: usize) -> Tensor<2> {
+    let width = x.dims()[1];
+    let inv = (x.clone().narrow(1, k, width - k).sum_dim(1) / k as f32 + gated.eps).sqrt().recip();
+    x.narrow(1, 0, k) * gated.values.clone().narrow(1, gated.offset, k) * inv
 }
 
 /// Matrix `m` of the record at word `record` of `pool`, decoded on the host to `[N, K]`.
@@ -580,7 +684,7 @@ pub(super) fn launch(
     p: Params,
     variant: Variant,
     launch: Launch,
-    epilogue: u32,
+    fuse: Fuse,
 ) -> CubeTensor {
     assert_eq!((ids.dtype, table.dtype), (DType::I32, DType::I32), "qgemv takes i32 ids and table");
     assert_eq!(pool.dtype.size() % 2, 0, "qgemv reads the pool as u32 words");
@@ -599,7 +703,8 @@ pub(super) fn launch(
         concat!(include_str!("../../../shaders/qblock.wgsl"), include_str!("../../../shaders/qgemv.wgsl")),
     )
     .with("workgroup", launch.workgroup)
-    .with("epilogue", epilogue)
+    .with("epilogue", fuse.epilogue)
+    .with("gated_input", fuse.gated_input)
     .with("unroll", launch.unroll.unwrap_or_else(default_unroll));
     // Where a half block's two input units start (shaders/qgemv.wgsl, `half_dot`).
     let (half_step, half_gap) = if variant.dtype == StoredDType::Q8_0 { (16, 8) } else { (8, 16) };

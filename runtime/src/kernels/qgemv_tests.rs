@@ -77,13 +77,43 @@ fn kernel_matches_reference() {
                             let o = random(19, [6, m.rows], 1.0, &device);
                             // Normed: values, then partial sums of squares (non-negative).
                             let normed = random(23, [6, m.rows + 37], 1.0, &device).abs();
-                            for epilogue in [Epilogue::Silu, Epilogue::Gate(o), Epilogue::NormGate { o: normed, eps: 1e-6 }] {
+                            let split = Epilogue::SiluSigmoid { split: m.rows / 2 + 3 };
+                            for epilogue in [Epilogue::Silu, Epilogue::Gate(o), Epilogue::NormGate { o: normed, eps: 1e-6 }, split] {
                                 let got = run(x.clone(), present.clone(), &table, words, None, epilogue.clone(), m, mode, launch).unwrap();
                                 let want = reference(x.clone(), present.clone(), &table, &pool, None, epilogue.clone(), m, mode);
                                 check(got, want, &format!("{what} {epilogue:?}"));
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// out_proj's gated input ([`XMode::NormGated`]): normalised values times a gate read from
+/// another tensor at an offset, in every format, against the input formed first; partial sums
+/// fewer and more than a workgroup's threads, rows not a multiple of 8 columns.
+#[test]
+fn norm_gated_input_matches_reference() {
+    let Some(device) = gpu() else { return };
+    for dtype in FORMATS {
+        for (n, k) in [(19, 96), (40, 32 * 6)] {
+            let bytes = crate::experts::synthetic::random_matrix(dtype, n, k, 9, 0.1);
+            let words = crate::weights::quantized::words(bytes.clone(), &device);
+            let m = QMatrix { dtype, rows: n, cols: k, offset: 0 };
+            let w = Tensor::<2>::from_data(TensorData::new(quant::dequantize(dtype, &bytes), [n, k]), &device);
+            for (t, parts) in [(1, 5), (3, 300)] {
+                let v = random(10 + t as u64, [t, k], 1.0, &device);
+                let sums = random(11, [t, parts], 1.0, &device).abs();
+                let x = Tensor::cat(vec![v, sums], 1);
+                let gated = Gated { values: random(12, [t, 11 + k + 7], 1.0, &device), offset: 11, eps: 1e-6 };
+                let want = norm_gated_input(x.clone(), &gated, k).matmul(w.clone().transpose());
+                let what = format!("{} [{n}, {k}] x {t} rows, {parts} partial sums", dtype.name());
+                check(gemv_norm_gated(x.clone(), gated.clone(), Pool::Words(&words), m).unwrap(), want.clone(), &what);
+                if !dtype.is_quantized() {
+                    let wf = w.clone().cast(if dtype == StoredDType::F16 { DType::F16 } else { DType::F32 });
+                    check(gemv_norm_gated(x, gated, Pool::Float(&wf), m).unwrap(), want, &format!("{what}, float weight"));
                 }
             }
         }
@@ -132,6 +162,9 @@ fn float_weights_match_matmul() {
                 let o = random(5, [t, n], 1.0, &device);
                 let gated = apply(want, Epilogue::Gate(o.clone()));
                 check(gemv_float(x.clone(), &w, rows, Epilogue::Gate(o)).unwrap(), gated, &format!("{what}, gated"));
+                let split = Epilogue::SiluSigmoid { split: n / 3 };
+                let want_split = apply(x.clone().matmul(w.clone().cast(DType::F32).transpose()), split.clone());
+                check(gemv_float(x.clone(), &w, rows, split).unwrap(), want_split, &format!("{what}, silu | sigmoid"));
                 // More partial sums than threads in a workgroup.
                 let normed = Epilogue::NormGate { o: random(7, [t, n + 300], 1.0, &device).abs(), eps: 1e-6 };
                 let want_normed = apply(x.clone().matmul(w.clone().cast(DType::F32).transpose()), normed.clone());
@@ -200,7 +233,7 @@ fn params_mirror_wgsl() {
     let fields = wgsl_fields(include_str!("../../../shaders/qgemv.wgsl"));
     let names = [
         "pairs", "rows", "cols", "per", "x_stride", "row_bytes", "offset_words", "experts", "group", "accumulate",
-        "norm_parts", "norm_eps",
+        "norm_parts", "norm_eps", "split", "gate_offset", "gate_stride", "_pad",
     ];
     assert_eq!(fields, names);
     assert_eq!(size_of::<Params>(), 4 * fields.len());

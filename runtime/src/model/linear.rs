@@ -17,7 +17,8 @@ use crate::error::{Error, WeightsError};
 use crate::experts::QMatrix;
 use crate::kernels::qgemm::{qgemm, qgemm_float, takes_float};
 pub use crate::kernels::qgemv::MAX_ROWS;
-use crate::kernels::qgemv::{Epilogue, XMode, apply, gemv_float, gemv_words, xin};
+use crate::kernels::qgemv::{Epilogue, Gated, Pool, XMode, apply, gemv_float, gemv_norm_gated, gemv_words, norm_gated_input, xin};
+use crate::weights::StoredDType;
 use crate::kernels::uses_wgsl;
 use crate::weights::Loader;
 
@@ -110,6 +111,28 @@ impl Linear {
         self.project(h, XMode::SwiGlu, Epilogue::None)
     }
 
+    /// `xin Wᵀ + b` with `xin` the RMS-normalised, gated values of `x` ([`XMode::NormGated`]:
+    /// `x` is `[T, in + parts]`, the values then partial sums of their squares, and the gate is
+    /// columns `offset ..` of `gated.values`). Decode reads them so in one launch; otherwise
+    /// `xin` is formed first.
+    pub fn forward_norm_gated(&self, x: Tensor<2>, gated: Gated) -> Tensor<2> {
+        let [t, width] = x.dims();
+        let k = self.in_features();
+        let pool = match &self.weight {
+            Weight::Float(parts) if parts.len() == 1 && gemv_reads(&parts[0]) => {
+                let w = &parts[0];
+                let dtype = if w.dtype() == DType::F32 { StoredDType::F32 } else { StoredDType::F16 };
+                Some((Pool::Float(w), QMatrix { dtype, rows: w.dims()[0], cols: k, offset: 0 }))
+            }
+            Weight::Quant(blocks) if blocks.len() == 1 => Some((Pool::Words(&blocks[0].words), blocks[0].matrix)),
+            _ => None,
+        };
+        if let Some((pool, m)) = pool.filter(|_| t <= MAX_ROWS && width > k && self.bias.is_none() && uses_wgsl(&x.device())) {
+            return gemv_norm_gated(x, gated, pool, m).expect("shapes are checked at load");
+        }
+        self.forward(norm_gated_input(x, &gated, k))
+    }
+
     /// `epilogue(xin Wᵀ + b)`, with `xin` read from `x` as `mode` says. On a GPU, up to
     /// [`MAX_ROWS`] rows go through the decode kernel, which reads the SwiGLU straight from `x`
     /// and, for a weight in one piece without bias, applies the epilogue too; more rows take a
@@ -141,6 +164,7 @@ impl Linear {
                 let x = match mode {
                     XMode::SwiGlu => xin(x, mode, parts[0].dims()[1]),
                     XMode::Rows { .. } => x,
+                    XMode::NormGated { .. } => unreachable!("see forward_norm_gated"),
                 };
                 let x = if dtype == DType::F32 { x } else { x.cast(dtype) };
                 let ys = parts.iter().map(|w| x.clone().matmul(w.clone().transpose()));
@@ -158,6 +182,13 @@ impl Linear {
             None => y,
         };
         apply(y, after)
+    }
+
+    pub fn in_features(&self) -> usize {
+        match &self.weight {
+            Weight::Float(parts) => parts[0].dims()[1],
+            Weight::Quant(blocks) => blocks[0].matrix.cols,
+        }
     }
 
     pub fn out_features(&self) -> usize {
