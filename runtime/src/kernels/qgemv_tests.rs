@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::kernels::testing::{check, diff, expert_pool, gpu, ints, random, wgsl_fields};
+use crate::weights::quant;
 
 pub const FORMATS: [StoredDType; 4] = [StoredDType::F32, StoredDType::F16, StoredDType::Q8_0, StoredDType::Q4_1];
 
