@@ -439,6 +439,33 @@ mod tests {
         Some(Engine::load_dir(&dir, &options).unwrap())
     }
 
+    /// The fusions of a decode step hold (hardware independent, so a test and not a benchmark):
+    /// a lightning layer's token is three matmuls and the recurrence, the router and its top-k
+    /// ride in the norm's launch, and nothing launches the norm over heads or `moe_route`.
+    #[test]
+    fn a_decoded_token_launches_the_fused_kernels() {
+        let Some(engine) = fixture_on_gpu("decode launch count") else { return };
+        let model = &engine.model;
+        let mut state = engine.new_state();
+        pollster::block_on(model.forward(&[5, 17, 3], &mut state, Logits::Last)).unwrap();
+        let profiler = crate::profile::Profiler::start(false);
+        pollster::block_on(model.forward(&[9], &mut state, Logits::Last)).unwrap();
+        let profile = pollster::block_on(profiler.finish());
+        let count = |name: &str| profile.kernels.iter().filter(|k| k.name == name).map(|k| k.launches).sum::<usize>();
+        let kinds = &model.config.layers;
+        let lightning = kinds.iter().filter(|l| l.kind == crate::config::LayerKind::Lightning).count();
+        let (layers, softmax) = (kinds.len(), kinds.len() - lightning);
+        assert!(lightning > 0 && softmax > 0, "the fixture has both kinds of layer");
+        let names: Vec<_> = profile.kernels.iter().map(|k| (k.name, k.launches)).collect();
+        assert_eq!(count("moe_route"), 0, "{names:?}");
+        // Two norms per layer (the second routing) and the final one.
+        assert_eq!(count("rms_norm"), 2 * layers + 1, "{names:?}");
+        assert_eq!(count("lightning_decode"), lightning, "{names:?}");
+        // Lightning: qkv | gate, out_proj, gate_up, down; softmax: q, k, v, o, gate_up, down;
+        // and the lm_head.
+        assert_eq!(count("qgemv"), 4 * lightning + 6 * softmax + 1, "{names:?}");
+    }
+
     #[test]
     fn recordings_in_short_segments_decode_the_same_tokens() {
         // Segments of 3 steps: the graph is recorded anew every 3 tokens, from the last one's
