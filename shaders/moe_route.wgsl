@@ -1,4 +1,5 @@
-// moe_route: softmax over the router logits, top-k, renormalised weights; one thread per token.
+// moe_route: softmax over the router logits, top-k, renormalised weights (topk.wgsl); one
+// thread per token.
 //   p_e = softmax(logits)_e,  ids = the K largest p (descending, lowest index on ties),
 //   w_j = p_ids[j] / Σ_j' p_ids[j'].
 
@@ -27,41 +28,14 @@ fn main(
     if t >= p.tokens {
         return;
     }
-    let base = t * p.experts;
-    var m = logits[base];
-    for (var e = 1u; e < p.experts; e++) {
-        m = max(m, logits[base + e]);
-    }
-    var z = 0.0;
-    for (var e = 0u; e < p.experts; e++) {
-        z += exp(logits[base + e] - m);
-    }
+    route_row(t, p.experts);
+}
 
-    var chosen: array<u32, K>;
-    var probs: array<f32, K>;
-    var total = 0.0;
-    for (var j = 0u; j < K; j++) {
-        var best = 0u;
-        var best_logit = -3.0e38;
-        var found = false;
-        for (var e = 0u; e < p.experts; e++) {
-            var taken = false;
-            for (var i = 0u; i < j; i++) {
-                taken = taken || chosen[i] == e;
-            }
-            let l = logits[base + e];
-            if !taken && (!found || l > best_logit) {
-                best = e;
-                best_logit = l;
-                found = true;
-            }
-        }
-        chosen[j] = best;
-        probs[j] = exp(best_logit - m) / z;
-        total += probs[j];
-    }
-    for (var j = 0u; j < K; j++) {
-        ids[t * K + j] = i32(chosen[j]);
-        weights[t * K + j] = probs[j] / total;
-    }
+fn route_logit(row: u32, e: u32) -> f32 {
+    return logits[row * p.experts + e];
+}
+
+fn route_put(row: u32, j: u32, id: u32, w: f32) {
+    ids[row * K + j] = i32(id);
+    weights[row * K + j] = w;
 }

@@ -65,6 +65,7 @@ const EPILOGUE: u32 = {{ epilogue }}u;
 const COMBINE: bool = EPILOGUE == 1u;
 const UNROLL: u32 = {{ unroll }}u;
 const GATED_INPUT: bool = {{ gated_input }};
+const QUANTIZED: bool = FORMAT == FMT_Q8_0 || FORMAT == FMT_Q4_1;
 // Output rows per workgroup, held in two vec4 accumulators (written out rather than as an
 // array: drivers keep a dynamically indexed private array in slow local memory).
 const ROWS: u32 = 8u;
@@ -87,9 +88,7 @@ fn main(
     // Rows past the end re-read the last row (no branch in the loop); their sums are dropped.
     let last = max(p.rows, 1u) - 1u;
     // Quantized rows are whole blocks of 32 and go by halves; float rows by units of 8.
-    let quantized = FORMAT == FMT_Q8_0 || FORMAT == FMT_Q4_1;
-    let halves = select(0u, p.cols / 16u, quantized);
-    let units = select((p.cols + 7u) / 8u, 0u, quantized);
+    let steps = select((p.cols + 7u) / 8u, p.cols / 16u, QUANTIZED);
 
     // Normed gate or gated input: 1 / rms of this output row's values (of its input row) from
     // their partial sums (all threads).
@@ -140,34 +139,19 @@ fn main(
         // The gate's row (GATED_INPUT: linear layers, one pair per row).
         let g = Gate(pair * p.gate_stride + p.gate_offset, inv_rms);
         var acc = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
-        // Block formats walk half blocks (see `half_dot`), float formats units of 8. With
-        // UNROLL = 2 a thread takes two steps at once, so that the loads of both are in
+        // With UNROLL = 2 a thread takes two steps at once, so that the loads of both are in
         // flight together: a decode matmul's time is its loads' latency more than their bytes.
-        var h = lid;
+        var i = lid;
         if UNROLL == 2u {
-            for (; h + WG < halves; h += 2u * WG) {
-                let r0 = half_step(mw, n0, last, xbase, g, h);
-                let r1 = half_step(mw, n0, last, xbase, g, h + WG);
+            for (; i + WG < steps; i += 2u * WG) {
+                let r0 = dot_step(mw, n0, last, xbase, g, i);
+                let r1 = dot_step(mw, n0, last, xbase, g, i + WG);
                 acc.a += r0.a + r1.a;
                 acc.b += r0.b + r1.b;
             }
         }
-        for (; h < halves; h += WG) {
-            let r = half_step(mw, n0, last, xbase, g, h);
-            acc.a += r.a;
-            acc.b += r.b;
-        }
-        var u = lid;
-        if UNROLL == 2u {
-            for (; u + WG < units; u += 2u * WG) {
-                let r0 = unit_step(mw, n0, last, xbase, g, u);
-                let r1 = unit_step(mw, n0, last, xbase, g, u + WG);
-                acc.a += r0.a + r1.a;
-                acc.b += r0.b + r1.b;
-            }
-        }
-        for (; u < units; u += WG) {
-            let r = unit_step(mw, n0, last, xbase, g, u);
+        for (; i < steps; i += WG) {
+            let r = dot_step(mw, n0, last, xbase, g, i);
             acc.a += r.a;
             acc.b += r.b;
         }
@@ -232,6 +216,15 @@ fn input_unit(xbase: u32, g: Gate, e0: u32) -> Unit {
 struct Acc8 {
     a: vec4<f32>,
     b: vec4<f32>,
+}
+
+// Step s of rows n0 .. n0 + 8: half block s of block formats (see `half_dot`), unit s of
+// float formats.
+fn dot_step(mw: u32, n0: u32, last: u32, xbase: u32, g: Gate, s: u32) -> Acc8 {
+    if QUANTIZED {
+        return half_step(mw, n0, last, xbase, g, s);
+    }
+    return unit_step(mw, n0, last, xbase, g, s);
 }
 
 // Half block h of rows n0 .. n0 + 8 against its inputs (block formats).

@@ -4,9 +4,9 @@
 // model keeps h as its residual stream while a post-norm model keeps y.
 //
 // With ROUTE, the MoE router follows in the same workgroup (decode: a handful of rows):
-// logits_e = y · router[e] for every expert e, then softmax, the top K (descending, lowest
-// index on ties, as moe_route) and their renormalised weights. Each was a launch of its own,
-// and the router's matmul, a few rows of weights, ran on a few workgroups anyway.
+// logits_e = y · router[e] for every expert e, then the routing of topk.wgsl, as moe_route
+// routes logits computed apart. Each was a launch of its own, and the router's matmul, a few
+// rows of weights, ran on a few workgroups anyway.
 
 struct Params {
     rows: u32,
@@ -176,43 +176,16 @@ fn route(row: u32, cols: u32, lid: u32) {
         }
         workgroupBarrier();
     }
-    if lid != 0u || row >= p.rows {
-        return;
-    }
-    var m = logits[0];
-    for (var e = 1u; e < p.experts; e++) {
-        m = max(m, logits[e]);
-    }
-    var z = 0.0;
-    for (var e = 0u; e < p.experts; e++) {
-        z += exp(logits[e] - m);
-    }
-    var chosen: array<u32, K>;
-    var probs: array<f32, K>;
-    var total = 0.0;
-    for (var k = 0u; k < K; k++) {
-        var best = 0u;
-        var best_logit = -3.0e38;
-        var found = false;
-        for (var e = 0u; e < p.experts; e++) {
-            var taken = false;
-            for (var i = 0u; i < k; i++) {
-                taken = taken || chosen[i] == e;
-            }
-            let l = logits[e];
-            if !taken && (!found || l > best_logit) {
-                best = e;
-                best_logit = l;
-                found = true;
-            }
-        }
-        chosen[k] = best;
-        probs[k] = exp(best_logit - m) / z;
-        total += probs[k];
-    }
-    for (var k = 0u; k < K; k++) {
-        ids[row * K + k] = i32(chosen[k]);
-        route_w[row * K + k] = probs[k] / total;
+    if lid == 0u && row < p.rows {
+        route_row(row, p.experts);
     }
 }
 
+fn route_logit(row: u32, e: u32) -> f32 {
+    return logits[e];
+}
+
+fn route_put(row: u32, j: u32, id: u32, w: f32) {
+    ids[row * K + j] = i32(id);
+    route_w[row * K + j] = w;
+}

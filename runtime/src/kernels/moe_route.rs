@@ -60,7 +60,7 @@ pub(super) fn launch(logits: CubeTensor, top_k: u32) -> (CubeTensor, CubeTensor)
         experts: e as u32,
         _pad: [0; 2],
     };
-    let kernel = Wgsl::new("moe_route", include_str!("../../../shaders/moe_route.wgsl"))
+    let kernel = Wgsl::new("moe_route", concat!(include_str!("../../../shaders/topk.wgsl"), include_str!("../../../shaders/moe_route.wgsl")))
         .with("top_k", top_k)
         .with("workgroup", WORKGROUP);
     dispatch(

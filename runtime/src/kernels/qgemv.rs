@@ -298,21 +298,24 @@ pub fn qgemv_combine(
 /// one-entry table at word 0), with `epilogue` (not [`Epilogue::Combine`]) applied to each
 /// output.
 pub fn gemv_float(x: Tensor<2>, w: &Tensor<2>, mode: XMode, epilogue: Epilogue) -> Result<Tensor<2>, KernelError> {
-    let [n, k] = w.dims();
+    let m = float_matrix(w)?;
+    let t = x.dims()[0];
+    if !uses_wgsl(&x.device()) {
+        return Ok(apply(xin(x, mode, m.cols).matmul(w.clone().transpose()), epilogue));
+    }
+    let (ids, table) = single(t, &x.device())?;
+    run(x, ids, &table, Pool::Float(w), None, epilogue, m, mode, None)
+}
+
+/// The geometry of a float linear weight `w` (`[N, K]`, f32 or f16) as the kernel reads it.
+pub fn float_matrix(w: &Tensor<2>) -> Result<QMatrix, KernelError> {
+    let [rows, cols] = w.dims();
     let dtype = match w.dtype() {
         DType::F32 => StoredDType::F32,
         DType::F16 => StoredDType::F16,
-        other => {
-            return Err(KernelError::Shape { kernel: "qgemv", reason: format!("{other:?} weights") });
-        }
+        other => return Err(KernelError::Shape { kernel: "qgemv", reason: format!("{other:?} weights") }),
     };
-    let t = x.dims()[0];
-    if !uses_wgsl(&x.device()) {
-        return Ok(apply(xin(x, mode, k).matmul(w.clone().transpose()), epilogue));
-    }
-    let (ids, table) = single(t, &x.device())?;
-    let m = QMatrix { dtype, rows: n, cols: k, offset: 0 };
-    run(x, ids, &table, Pool::Float(w), None, epilogue, m, mode, None)
+    Ok(QMatrix { dtype, rows, cols, offset: 0 })
 }
 
 /// `xin Wᵀ` for a linear weight stored as blocks at word 0 of `words`, up to [`MAX_ROWS`]

@@ -159,22 +159,12 @@ pub fn reference(
 pub(super) fn launch(x: CubeTensor, branch: CubeTensor, weight: CubeTensor, p: Params) -> (CubeTensor, CubeTensor) {
     // The router's bindings are declared either way: one-element placeholders.
     let router = empty(&x, [1], DType::F32);
-    let (h, y, _, _) = launch_with(x, branch, weight, router, p, 1);
+    let (h, y, _, _) = launch_route(x, branch, weight, router, p, 1);
     (h, y)
 }
 
+/// The norm, then the router when `p.experts > 0`: `(h, y, ids, weights)`.
 pub(super) fn launch_route(
-    x: CubeTensor,
-    branch: CubeTensor,
-    weight: CubeTensor,
-    router: CubeTensor,
-    p: Params,
-    top_k: u32,
-) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
-    launch_with(x, branch, weight, router, p, top_k)
-}
-
-fn launch_with(
     x: CubeTensor,
     branch: CubeTensor,
     weight: CubeTensor,
@@ -198,7 +188,7 @@ fn launch_with(
     let workgroup = if route { crate::device::max_workgroup_threads().clamp(WORKGROUP, 1024) } else { WORKGROUP };
     let experts = (p.experts as usize).max(1);
     let threads_per_expert = (workgroup as usize / experts.next_power_of_two()).max(1);
-    let kernel = Wgsl::new("rms_norm", include_str!("../../../shaders/rms_norm.wgsl"))
+    let kernel = Wgsl::new("rms_norm", concat!(include_str!("../../../shaders/topk.wgsl"), include_str!("../../../shaders/rms_norm.wgsl")))
         .with("workgroup", workgroup)
         .with("route", route)
         .with("top_k", top_k)

@@ -17,8 +17,9 @@ use crate::error::{Error, WeightsError};
 use crate::experts::QMatrix;
 use crate::kernels::qgemm::{qgemm, qgemm_float, takes_float};
 pub use crate::kernels::qgemv::MAX_ROWS;
-use crate::kernels::qgemv::{Epilogue, Gated, Pool, XMode, apply, gemv_float, gemv_norm_gated, gemv_words, norm_gated_input, xin};
-use crate::weights::StoredDType;
+use crate::kernels::qgemv::{
+    Epilogue, Gated, Pool, XMode, apply, float_matrix, gemv_float, gemv_norm_gated, gemv_words, norm_gated_input, xin,
+};
 use crate::kernels::uses_wgsl;
 use crate::weights::Loader;
 
@@ -120,9 +121,7 @@ impl Linear {
         let k = self.in_features();
         let pool = match &self.weight {
             Weight::Float(parts) if parts.len() == 1 && gemv_reads(&parts[0]) => {
-                let w = &parts[0];
-                let dtype = if w.dtype() == DType::F32 { StoredDType::F32 } else { StoredDType::F16 };
-                Some((Pool::Float(w), QMatrix { dtype, rows: w.dims()[0], cols: k, offset: 0 }))
+                float_matrix(&parts[0]).ok().map(|m| (Pool::Float(&parts[0]), m))
             }
             Weight::Quant(blocks) if blocks.len() == 1 => Some((Pool::Words(&blocks[0].words), blocks[0].matrix)),
             _ => None,
